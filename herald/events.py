@@ -1,0 +1,95 @@
+"""The event envelope and its publisher.
+
+Every event on every topic is
+``{"topic", "type", "seq", "ts", "data"}``. ``seq`` rises by one per topic; the
+counter is incremented and the event published in one Lua script, so Redis
+delivers a topic's events in ``seq`` order however many processes publish.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from redis.asyncio import Redis
+
+from herald import names
+
+__all__ = ["Envelope", "EventPublisher", "current_seq", "iso_now", "parse_envelope"]
+
+
+class Envelope(TypedDict):
+    topic: str
+    type: str
+    seq: int
+    ts: str
+    data: dict[str, Any]
+
+
+def iso_now() -> str:
+    """UTC now as ``2026-11-22T10:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# KEYS[1] seq counter; ARGV[1] channel, ARGV[2] JSON before the seq, ARGV[3] after it.
+_PUBLISH_LUA = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. seq .. ARGV[3])
+return seq
+"""
+
+
+class EventPublisher:
+    """Publishes envelopes to the Redis channel named like the topic."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_PUBLISH_LUA)
+
+    async def publish(self, topic: str, type_: str, data: dict[str, Any]) -> int:
+        """Publish one event; returns its ``seq``."""
+        head = json.dumps({"topic": topic, "type": str(type_)}, separators=(",", ":"))[:-1]
+        tail = json.dumps({"ts": iso_now(), "data": data}, separators=(",", ":"), default=str)
+        before = f'{head},"seq":'
+        after = f",{tail[1:]}"
+        seq = await self._script(keys=[names.seq_key(topic)], args=[topic, before, after])
+        return int(seq)
+
+
+async def current_seq(redis: Redis, topic: str) -> int:
+    """The last ``seq`` published on a topic (0 if none).
+
+    Read it *before* reading state from the database: every event up to this
+    seq was published after its DB commit, so the state read afterwards already
+    includes it, and the client applies only events with a higher seq.
+    """
+    raw = await redis.get(names.seq_key(topic))
+    return int(raw) if raw is not None else 0
+
+
+class EnvelopeError(ValueError):
+    """A message on a Herald channel is not a valid envelope."""
+
+
+def parse_envelope(raw: bytes | str) -> Envelope:
+    """Decode and check an envelope from Redis; raise :class:`EnvelopeError` if malformed."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise EnvelopeError("not an object")
+    checks = (
+        ("topic", str),
+        ("type", str),
+        ("seq", int),
+        ("ts", str),
+        ("data", dict),
+    )
+    for key, kind in checks:
+        if not isinstance(value.get(key), kind):
+            raise EnvelopeError(f"field {key!r} missing or not {kind.__name__}")
+    return Envelope(
+        topic=value["topic"], type=value["type"], seq=value["seq"], ts=value["ts"],
+        data=value["data"],
+    )

@@ -1,0 +1,148 @@
+"""Every name on the wire, in one place: WAMP realm, roles, procedures and topics,
+Redis keys and channels, and event types.
+
+Topics and Redis channels share their names (DESIGN.md): the bridge relays the
+Redis channel ``submission.420`` to the WAMP topic ``submission.420``.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+__all__ = [
+    "ADMIN_TASKS",
+    "BRIDGE_CHANNELS",
+    "BRIDGE_PATTERNS",
+    "BROADCAST",
+    "PROC_AUTHENTICATE",
+    "PROC_AUTHORIZE",
+    "REALM",
+    "ROLE_BACKEND",
+    "ROLE_BROWSER",
+    "EventType",
+    "TopicFamily",
+    "assignment_topic",
+    "course_topic",
+    "parse_topic",
+    "submission_topic",
+    "user_topic",
+]
+
+# --- WAMP -----------------------------------------------------------------
+REALM = "herald"
+ROLE_BACKEND = "backend"
+ROLE_BROWSER = "user"
+BACKEND_AUTHID = "herald-backend"
+PROC_AUTHENTICATE = "herald.auth.authenticate"
+PROC_AUTHORIZE = "herald.auth.authorize"
+ERROR_AUTH_FAILED = "herald.error.authentication_failed"
+
+
+# --- Topics ---------------------------------------------------------------
+class TopicFamily(StrEnum):
+    SUBMISSION = "submission"
+    ASSIGNMENT = "assignment"
+    USER = "user"
+    COURSE = "course"
+
+
+BROADCAST = "broadcast"
+ADMIN_TASKS = "admin.tasks"
+
+# Ids in topics are canonical decimal: no sign, no leading zero, ASCII digits only.
+_TOPIC_RE = re.compile(r"(submission|assignment|user|course)\.([1-9][0-9]{0,17})", re.ASCII)
+
+
+def submission_topic(submission_id: int) -> str:
+    return f"{TopicFamily.SUBMISSION}.{submission_id}"
+
+
+def assignment_topic(assignment_id: int) -> str:
+    return f"{TopicFamily.ASSIGNMENT}.{assignment_id}"
+
+
+def user_topic(user_id: int) -> str:
+    return f"{TopicFamily.USER}.{user_id}"
+
+
+def course_topic(course_id: int) -> str:
+    return f"{TopicFamily.COURSE}.{course_id}"
+
+
+def parse_topic(topic: str) -> tuple[TopicFamily, int] | None:
+    """Split ``family.id`` topics; ``None`` for anything not exactly in that form."""
+    match = _TOPIC_RE.fullmatch(topic)
+    if match is None:
+        return None
+    return TopicFamily(match.group(1)), int(match.group(2))
+
+
+# The bridge listens to these Redis patterns and channels.
+BRIDGE_PATTERNS = tuple(f"{family}.*" for family in TopicFamily)
+BRIDGE_CHANNELS = (BROADCAST, ADMIN_TASKS)
+
+
+# --- Redis keys -----------------------------------------------------------
+KEY_PREFIX = "herald:"
+
+
+def seq_key(topic: str) -> str:
+    """Counter behind the envelope's per-topic ``seq``."""
+    return f"{KEY_PREFIX}seq:{topic}"
+
+
+def session_key(session_digest: str) -> str:
+    return f"{KEY_PREFIX}session:{session_digest}"
+
+
+def user_sessions_key(user_id: int) -> str:
+    return f"{KEY_PREFIX}user-sessions:{user_id}"
+
+
+def ticket_key(ticket_digest: str) -> str:
+    return f"{KEY_PREFIX}ticket:{ticket_digest}"
+
+
+def queue_ready_key(queue: str) -> str:
+    """Sorted set of job ids ready to run, scored by priority then arrival."""
+    return f"{KEY_PREFIX}q:{queue}:ready"
+
+
+def queue_leases_key(queue: str) -> str:
+    """Sorted set of job ids being run, scored by lease deadline (ms)."""
+    return f"{KEY_PREFIX}q:{queue}:leases"
+
+
+def queue_wake_key(queue: str) -> str:
+    """List workers block on when the queue is empty; enqueues push a token."""
+    return f"{KEY_PREFIX}q:{queue}:wake"
+
+
+def queue_paused_key(queue: str) -> str:
+    return f"{KEY_PREFIX}q:{queue}:paused"
+
+
+QUEUE_ARRIVALS_KEY = f"{KEY_PREFIX}q:arrivals"
+QUEUES_KEY = f"{KEY_PREFIX}queues"
+
+
+def job_key(job_id: str) -> str:
+    """Hash with a job's kind, payload, attempts and current lease token."""
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def worker_health_key(worker_id: str) -> str:
+    return f"{KEY_PREFIX}worker:{worker_id}"
+
+
+# --- Event types ------------------------------------------------------------
+class EventType(StrEnum):
+    """The ``type`` of an event envelope."""
+
+    STEP_STARTED = "step.started"
+    STEP_PROGRESS = "step.progress"
+    STEP_DONE = "step.done"
+    STEP_FAILED = "step.failed"
+    SUBMISSION_STATUS = "submission.status"
+    TASK_STATE = "task.state"

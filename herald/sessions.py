@@ -1,0 +1,98 @@
+"""Web sessions and WAMP tickets, both kept in Redis.
+
+A browser holds a random session token in an HttpOnly cookie; Redis keeps only
+its SHA-256, so a Redis dump cannot be replayed as a login. A WAMP ticket is a
+second random token, valid for ``ticket_ttl_seconds``, redeemable once (GETDEL),
+and bound to the session that asked for it: the router's authenticator refuses
+it if that session has ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from herald import names
+
+__all__ = ["SessionStore", "TicketGrant", "WebSession"]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class WebSession:
+    digest: str
+    user_id: int
+    csrf_token: str
+
+
+@dataclass(frozen=True)
+class TicketGrant:
+    user_id: int
+    session_digest: str
+
+
+class SessionStore:
+    """Create, look up and end web sessions; issue and redeem WAMP tickets."""
+
+    def __init__(self, redis: Redis, *, session_ttl: int, ticket_ttl: int) -> None:
+        self._redis = redis
+        self._session_ttl = session_ttl
+        self._ticket_ttl = ticket_ttl
+
+    async def create(self, user_id: int) -> tuple[str, WebSession]:
+        """A new session for ``user_id``; returns the cookie token and the session."""
+        token = secrets.token_urlsafe(32)
+        session = WebSession(_digest(token), user_id, secrets.token_urlsafe(32))
+        body = json.dumps({"user_id": user_id, "csrf": session.csrf_token})
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(names.session_key(session.digest), body, ex=self._session_ttl)
+            pipe.sadd(names.user_sessions_key(user_id), session.digest)
+            pipe.expire(names.user_sessions_key(user_id), self._session_ttl)
+            await pipe.execute()
+        return token, session
+
+    async def get(self, token: str) -> WebSession | None:
+        """The live session for a cookie token, its expiry pushed back (sliding)."""
+        if not token or len(token) > 200:
+            return None
+        return await self.get_by_digest(_digest(token), touch=True)
+
+    async def get_by_digest(self, digest: str, *, touch: bool = False) -> WebSession | None:
+        key = names.session_key(digest)
+        raw = await (self._redis.getex(key, ex=self._session_ttl) if touch else self._redis.get(key))
+        if raw is None:
+            return None
+        body = json.loads(raw)
+        return WebSession(digest, int(body["user_id"]), str(body["csrf"]))
+
+    async def end(self, session: WebSession) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(names.session_key(session.digest))
+            pipe.srem(names.user_sessions_key(session.user_id), session.digest)
+            await pipe.execute()
+
+    async def issue_ticket(self, session: WebSession) -> str:
+        ticket = secrets.token_urlsafe(32)
+        body = json.dumps({"user_id": session.user_id, "session": session.digest})
+        await self._redis.set(names.ticket_key(_digest(ticket)), body, ex=self._ticket_ttl)
+        return ticket
+
+    async def redeem_ticket(self, ticket: str) -> TicketGrant | None:
+        """Consume a ticket: ``None`` if unknown, expired, already used, or its session ended."""
+        if not isinstance(ticket, str) or not ticket or len(ticket) > 200:
+            return None
+        raw = await self._redis.getdel(names.ticket_key(_digest(ticket)))
+        if raw is None:
+            return None
+        body = json.loads(raw)
+        grant = TicketGrant(int(body["user_id"]), str(body["session"]))
+        if await self._redis.exists(names.session_key(grant.session_digest)) == 0:
+            return None
+        return grant

@@ -1,0 +1,195 @@
+"""Herald's settings: one frozen dataclass built once from ``HERALD_*`` variables.
+
+Nothing else in Herald reads ``os.environ``; every process calls
+:meth:`Settings.from_env` at start-up and passes the result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError"]
+
+T = TypeVar("T")
+
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A ``HERALD_*`` variable holds a value Herald cannot use."""
+
+
+def _int(name: str, raw: str, *, low: int = 0, high: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise SettingsError(f"{name}={value} is out of range ({bounds})")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes:
+        raise SettingsError(f"{name}={raw!r} must use one of the schemes {', '.join(schemes)}")
+    return raw
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of Herald, with the embedded defaults of DESIGN.md."""
+
+    var_dir: Path
+    database_url: str
+    redis_url: str
+    redis_is_private: bool
+    files_dir: Path
+    backend_secret: str | None
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    router_host: str = "127.0.0.1"
+    router_port: int = 8080
+    backend_port: int = 8081
+    router_public_url: str = "ws://127.0.0.1:8080/ws"
+    allowed_origins: tuple[str, ...] = ()
+    max_upload_bytes: int = 25 * 1024 * 1024
+    ticket_ttl_seconds: int = 60
+    session_ttl_seconds: int = 8 * 3600
+    demo_password: str = "demo"
+    clamd_url: str | None = None
+    plagiarism_url: str | None = None
+    admin_webhook_url: str | None = None
+    smtp_url: str | None = None
+    worker_concurrency: int = 4
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def backend_url(self) -> str:
+        """Where backend components (router auth, bridge) join Crossbar: loopback rawsocket."""
+        return f"rs://127.0.0.1:{self.backend_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def redis_socket(self) -> Path:
+        """The unix socket of the private redis-server ``herald up`` starts."""
+        return self.var_dir / "redis" / "redis.sock"
+
+    def require_backend_secret(self) -> str:
+        """The Crossbar backend secret; backend processes refuse to start without one."""
+        if not self.backend_secret or len(self.backend_secret) < 16:
+            raise SettingsError(
+                "HERALD_BACKEND_SECRET must be set to a random string of at least 16 characters "
+                "(`herald up` generates one in var/backend.secret)"
+            )
+        return self.backend_secret
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``HERALD_*`` variables; raise :class:`SettingsError` on bad input."""
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str, default: T, convert: Callable[[str, str], T]) -> T:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            return convert(name, raw)
+
+        var_dir = Path(env.get("HERALD_VAR_DIR") or "var").resolve()
+        files_dir = Path(env.get("HERALD_FILES_DIR") or var_dir / "files").resolve()
+        database_url = get(
+            "HERALD_DATABASE_URL",
+            f"sqlite+aiosqlite:///{var_dir / 'herald.db'}",
+            lambda n, v: _url(n, v, ("sqlite+aiosqlite", "postgresql+asyncpg")),
+        )
+        private_redis_url = f"unix://{var_dir / 'redis' / 'redis.sock'}"
+        redis_url = get(
+            "HERALD_REDIS_URL",
+            private_redis_url,
+            lambda n, v: _url(n, v, ("redis", "rediss", "unix")),
+        )
+        web_host = env.get("HERALD_WEB_HOST") or "127.0.0.1"
+        web_port = get("HERALD_WEB_PORT", 8000, lambda n, v: _int(n, v, low=1, high=65535))
+        router_host = env.get("HERALD_ROUTER_HOST") or "127.0.0.1"
+        router_port = get("HERALD_ROUTER_PORT", 8080, lambda n, v: _int(n, v, low=1, high=65535))
+        backend_port = get(
+            "HERALD_ROUTER_BACKEND_PORT", 8081, lambda n, v: _int(n, v, low=1, high=65535)
+        )
+        public_url = get(
+            "HERALD_ROUTER_PUBLIC_URL",
+            f"ws://{router_host}:{router_port}/ws",
+            lambda n, v: _url(n, v, ("ws", "wss")),
+        )
+        default_origins = (f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}")
+        origins_raw = env.get("HERALD_ALLOWED_ORIGINS")
+        origins = (
+            tuple(o.strip() for o in origins_raw.split(",") if o.strip())
+            if origins_raw
+            else default_origins
+        )
+        return cls(
+            var_dir=var_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_is_private=redis_url == private_redis_url,
+            files_dir=files_dir,
+            backend_secret=env.get("HERALD_BACKEND_SECRET") or None,
+            web_host=web_host,
+            web_port=web_port,
+            router_host=router_host,
+            router_port=router_port,
+            backend_port=backend_port,
+            router_public_url=public_url,
+            allowed_origins=origins,
+            max_upload_bytes=get(
+                "HERALD_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, lambda n, v: _int(n, v, low=1)
+            ),
+            ticket_ttl_seconds=get(
+                "HERALD_TICKET_TTL", 60, lambda n, v: _int(n, v, low=1, high=3600)
+            ),
+            session_ttl_seconds=get(
+                "HERALD_SESSION_TTL", 8 * 3600, lambda n, v: _int(n, v, low=60)
+            ),
+            demo_password=env.get("HERALD_DEMO_PASSWORD") or "demo",
+            clamd_url=get("HERALD_CLAMD_URL", None, lambda n, v: _url(n, v, ("tcp",))),
+            plagiarism_url=get(
+                "HERALD_PLAGIARISM_URL", None, lambda n, v: _url(n, v, ("http", "https"))
+            ),
+            admin_webhook_url=get(
+                "HERALD_ADMIN_WEBHOOK_URL", None, lambda n, v: _url(n, v, ("http", "https"))
+            ),
+            smtp_url=get("HERALD_SMTP_URL", None, lambda n, v: _url(n, v, ("smtp", "smtps"))),
+            worker_concurrency=get(
+                "HERALD_WORKER_CONCURRENCY", 4, lambda n, v: _int(n, v, low=1, high=1000)
+            ),
+            log_format=get("HERALD_LOG_FORMAT", "auto", lambda n, v: _choice(n, v, LOG_FORMATS)),
+            log_level=get(
+                "HERALD_LOG_LEVEL", "info", lambda n, v: _choice(n, v.lower(), LOG_LEVELS)
+            ),
+        )

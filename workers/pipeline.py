@@ -1,0 +1,59 @@
+"""The submission pipeline: which steps run, in which order, on which queue.
+
+Each step is its own task (a DB row and a queue job). Only the first step is
+queued at upload; when a step finishes, the worker queues the next one in the
+same DB transaction that records the finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from herald.models import Submission, Task, TaskStatus, utcnow
+
+__all__ = ["SUBMISSION_STEPS", "PipelineStep", "plan_submission_tasks", "step_kind"]
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    name: str
+    queue: str
+    label: str
+
+
+# I/O-bound steps share the "io" queue; CPU-bound ones the "cpu" queue, so a
+# deployment can size each pool for its nature.
+SUBMISSION_STEPS: tuple[PipelineStep, ...] = (
+    PipelineStep("verify", "io", "Checking the upload"),
+    PipelineStep("scan", "cpu", "Scanning for viruses"),
+    PipelineStep("store", "io", "Storing the file"),
+    PipelineStep("analyse", "cpu", "Reading the text"),
+)
+
+
+def step_kind(step: PipelineStep) -> str:
+    return f"submission.{step.name}"
+
+
+def plan_submission_tasks(submission: Submission) -> list[Task]:
+    """The pipeline's task rows for a new submission (first queued, rest waiting)."""
+    now = utcnow()
+    tasks = []
+    for index, step in enumerate(SUBMISSION_STEPS):
+        first = index == 0
+        tasks.append(
+            Task(
+                kind=step_kind(step),
+                queue=step.queue,
+                priority=0,
+                status=TaskStatus.QUEUED if first else TaskStatus.WAITING,
+                progress=0,
+                params={"submission_id": submission.id, "step": step.name},
+                owner_id=submission.student_id,
+                submission=submission,
+                step_index=index,
+                queued_at=now if first else None,
+                max_attempts=3,
+            )
+        )
+    return tasks
