@@ -1,0 +1,49 @@
+"""Liveness as Redis keys with a TTL: each long-running process refreshes its key
+while it is ready to serve; supervisors and ``--check`` read them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+
+from redis.asyncio import Redis
+
+from herald import names
+
+__all__ = ["HEALTH_INTERVAL", "health_key", "instance_id", "is_healthy", "keep_health"]
+
+HEALTH_INTERVAL = 5.0
+HEALTH_TTL = 3 * HEALTH_INTERVAL
+
+
+def instance_id() -> str:
+    """``host:pid``: unique per process across machines."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def health_key(process: str, instance: str) -> str:
+    return f"{names.KEY_PREFIX}health:{process}:{instance}"
+
+
+async def keep_health(
+    redis: Redis, process: str, instance: str, stop: asyncio.Event, **details: object
+) -> None:
+    """Refresh the health key until ``stop`` is set, then delete it."""
+    key = health_key(process, instance)
+    try:
+        while not stop.is_set():
+            body = json.dumps({"at": time.time(), **details}, default=str)
+            await redis.set(key, body, ex=int(HEALTH_TTL))
+            try:
+                await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL)
+            except TimeoutError:
+                pass
+    finally:
+        await asyncio.shield(redis.delete(key))
+
+
+async def is_healthy(redis: Redis, process: str, instance: str) -> bool:
+    return bool(await redis.exists(health_key(process, instance)))
