@@ -90,6 +90,9 @@ def parse_envelope(raw: bytes | str) -> Envelope:
         if not isinstance(value.get(key), kind):
             raise EnvelopeError(f"field {key!r} missing or not {kind.__name__}")
     return Envelope(
-        topic=value["topic"], type=value["type"], seq=value["seq"], ts=value["ts"],
+        topic=value["topic"],
+        type=value["type"],
+        seq=value["seq"],
+        ts=value["ts"],
         data=value["data"],
     )

@@ -4,6 +4,7 @@ while it is ready to serve; supervisors and ``--check`` read them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -37,10 +38,8 @@ async def keep_health(
         while not stop.is_set():
             body = json.dumps({"at": time.time(), **details}, default=str)
             await redis.set(key, body, ex=int(HEALTH_TTL))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL)
-            except TimeoutError:
-                pass
     finally:
         await asyncio.shield(redis.delete(key))
 

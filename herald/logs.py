@@ -18,6 +18,7 @@ def configure_logging(settings: Settings, process: str) -> None:
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
     level = getattr(logging, settings.log_level.upper())
+
     def add_process(
         _logger: object, _method: str, event: structlog.types.EventDict
     ) -> structlog.types.EventDict:

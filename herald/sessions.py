@@ -66,7 +66,9 @@ class SessionStore:
 
     async def get_by_digest(self, digest: str, *, touch: bool = False) -> WebSession | None:
         key = names.session_key(digest)
-        raw = await (self._redis.getex(key, ex=self._session_ttl) if touch else self._redis.get(key))
+        raw = await (
+            self._redis.getex(key, ex=self._session_ttl) if touch else self._redis.get(key)
+        )
         if raw is None:
             return None
         body = json.loads(raw)

@@ -78,7 +78,7 @@ class Settings:
     max_upload_bytes: int = 25 * 1024 * 1024
     ticket_ttl_seconds: int = 60
     session_ttl_seconds: int = 8 * 3600
-    demo_password: str = "demo"
+    demo_password: str = "demo"  # noqa: S105 - DESIGN.md's documented demo password
     clamd_url: str | None = None
     plagiarism_url: str | None = None
     admin_webhook_url: str | None = None

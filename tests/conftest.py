@@ -43,8 +43,19 @@ def redis_server(tmp_root: Path) -> Iterator[str]:
     sock = folder / "redis.sock"
     proc = subprocess.Popen(
         [
-            binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--save", "", "--appendonly", "no", "--dir", str(folder),
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -32,7 +32,10 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float, what: str
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    what: str,
 ) -> None:
     """Async :func:`wait_until`."""
     deadline = time.monotonic() + timeout

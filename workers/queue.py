@@ -33,6 +33,9 @@ _ARRIVAL_SPAN = 2**40
 
 _ENQUEUE = """
 -- KEYS: ready, job, wake, arrivals, queues   ARGV: id, kind, queue, priority, max_attempts
+-- A job that already exists (waiting or running) is left alone: overwriting its
+-- hash would reset the fencing token of the worker running it.
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local arrival = redis.call('INCR', KEYS[4])
 local score = (100 - tonumber(ARGV[4])) * 1099511627776 + arrival
 redis.call('HSET', KEYS[2], 'kind', ARGV[2], 'queue', ARGV[3], 'score', score,
@@ -168,7 +171,7 @@ class RedisQueue:
         self._reap = redis.register_script(_REAP)
 
     async def enqueue(self, *jobs: Job) -> None:
-        """Add jobs; a job id already waiting or running is left as it is."""
+        """Add jobs; a job id already waiting or running is left as it is (idempotent)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 await self._enqueue(
@@ -256,9 +259,9 @@ class RedisQueue:
         )
         return [_text(job_id) for job_id in expired]
 
-    async def wait(self, queues: Sequence[str], timeout: float) -> None:
-        """Block until an enqueue on one of ``queues`` or ``timeout`` seconds."""
-        await self.redis.blpop([names.queue_wake_key(q) for q in queues], timeout=timeout)
+    async def wait(self, queues: Sequence[str], seconds: float) -> None:
+        """Block until an enqueue on one of ``queues``, or for at most ``seconds``."""
+        await self.redis.blpop([names.queue_wake_key(q) for q in queues], timeout=seconds)
 
     async def pause(self, queue: str) -> None:
         await self.redis.set(names.queue_paused_key(queue), "1")

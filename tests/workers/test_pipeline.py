@@ -1,0 +1,149 @@
+"""The submission pipeline run by a real worker against real Redis and each database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from herald.db import create_engine, session_factory
+from herald.demo import load_demo_data
+from herald.models import Assignment, Submission, SubmissionStatus, Task, TaskStatus, User
+from herald.names import submission_topic
+from herald.settings import Settings
+from tests.support import eventually
+from workers import worker
+from workers.pipeline import SUBMISSION_STEPS, plan_submission_tasks
+from workers.queue import RedisQueue, job_for
+from workers.scanner import EICAR_SIGNATURE
+
+
+@pytest.fixture
+async def running_worker(settings: Settings, redis: Redis) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.serve(settings, stop, concurrency=2))
+    yield stop
+    stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+async def _submit(settings: Settings, content: bytes, name: str, content_type: str) -> int:
+    engine = create_engine(settings)
+    sessions = session_factory(engine)
+    await load_demo_data(sessions, "demo")
+    uploads = settings.files_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    path = uploads / f"{hashlib.sha1(content).hexdigest()}-{name}"  # noqa: S324 - a file name, not security
+    path.write_bytes(content)
+    async with sessions.begin() as db:
+        alice = await db.scalar(select(User).where(User.username == "alice"))
+        assignment = await db.scalar(select(Assignment))
+        assert alice and assignment
+        sub = Submission(
+            assignment_id=assignment.id,
+            student_id=alice.id,
+            filename=name,
+            content_type=content_type,
+            size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            upload_path=str(path),
+        )
+        db.add(sub)
+        await db.flush()
+        tasks = plan_submission_tasks(sub)
+        db.add_all(tasks)
+    redis = Redis.from_url(settings.redis_url)
+    await RedisQueue(redis).enqueue(job_for(tasks[0]))
+    await redis.aclose()
+    await engine.dispose()
+    return sub.id
+
+
+async def _final_state(settings: Settings, sub_id: int) -> tuple[Submission, list[Task]]:
+    engine = create_engine(settings)
+    async with session_factory(engine)() as db:
+        sub = await db.get(Submission, sub_id)
+        tasks = list(
+            (
+                await db.scalars(
+                    select(Task).where(Task.submission_id == sub_id).order_by(Task.step_index)
+                )
+            ).all()
+        )
+    await engine.dispose()
+    assert sub is not None
+    return sub, tasks
+
+
+async def _wait_final(settings: Settings, sub_id: int) -> tuple[Submission, list[Task]]:
+    async def final() -> bool:
+        sub, _ = await _final_state(settings, sub_id)
+        return sub.status in {
+            SubmissionStatus.COMPLETE,
+            SubmissionStatus.REJECTED,
+            SubmissionStatus.FAILED,
+        }
+
+    await eventually(final, timeout=30, what="submission to finish")
+    return await _final_state(settings, sub_id)
+
+
+async def test_text_submission_runs_every_step_and_emits_ordered_events(
+    settings: Settings, redis: Redis, running_worker: asyncio.Event
+) -> None:
+    """A text upload passes verify, scan, store and analyse; events arrive with seq 1..n."""
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("submission.*")
+    text = ("Background tasks keep students' uploads fast. " * 400).encode()
+    sub_id = await _submit(settings, text, "essay.txt", "text/plain")
+    sub, tasks = await _wait_final(settings, sub_id)
+    assert sub.status == SubmissionStatus.COMPLETE
+    assert [t.status for t in tasks] == [TaskStatus.DONE] * len(SUBMISSION_STEPS)
+    assert sub.word_count == 2400
+    stored = Path(sub.stored_path or "")
+    assert stored.read_bytes() == text and stored.name == sub.sha256
+    assert not Path(sub.upload_path).exists()
+
+    events = []
+    while not events or events[-1]["type"] != "submission.status":
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        if message is not None:
+            events.append(json.loads(message["data"]))
+    await pubsub.aclose()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {e["topic"] for e in events} == {submission_topic(sub_id)}
+    done = [e["data"]["step"]["name"] for e in events if e["type"] == "step.done"]
+    assert done == [s.name for s in SUBMISSION_STEPS]
+    assert events[-1]["type"] == "submission.status"
+    assert events[-1]["data"]["submission"] == {
+        "id": sub_id,
+        "status": "complete",
+        "progress": 100,
+        "detail": None,
+    }
+
+
+async def test_infected_upload_is_quarantined_and_rejected(
+    settings: Settings, redis: Redis, running_worker: asyncio.Event
+) -> None:
+    """A file carrying the EICAR signature is quarantined, never stored, and the submission rejected."""
+    content = b"my essay\n" + EICAR_SIGNATURE + b"\n"
+    sub_id = await _submit(settings, content, "virus.txt", "text/plain")
+    sub, tasks = await _wait_final(settings, sub_id)
+    assert sub.status == SubmissionStatus.REJECTED
+    assert "EICAR" in (sub.status_detail or "")
+    assert [t.status for t in tasks] == [
+        TaskStatus.DONE,
+        TaskStatus.DONE,
+        TaskStatus.SKIPPED,
+        TaskStatus.SKIPPED,
+    ]
+    assert sub.stored_path is None
+    assert Path(sub.upload_path).parent.name == "quarantine"
+    assert not (settings.files_dir / "objects").exists()

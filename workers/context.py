@@ -1,0 +1,105 @@
+"""What a running step sees: its ids, a coalesced progress reporter, event emission."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from herald.events import EventPublisher
+from herald.models import SubmissionStatus, Task, TaskStatus
+from herald.names import EventType, submission_topic
+from herald.settings import Settings
+from workers.pipeline import SUBMISSION_STEPS, PipelineStep
+
+__all__ = ["PROGRESS_INTERVAL", "StepContext", "step_state", "submission_state"]
+
+# At most this often per task does a progress report touch the DB and the wire;
+# the final state is always sent (by the runner, when the step ends).
+PROGRESS_INTERVAL = 0.2
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def step_state(task: Task, step: PipelineStep) -> dict[str, Any]:
+    """A step's absolute state, as events and the HTTP API show it."""
+    return {
+        "name": step.name,
+        "label": step.label,
+        "status": str(task.status),
+        "progress": task.progress,
+        "detail": task.detail,
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+    }
+
+
+def submission_state(
+    submission_id: int, status: SubmissionStatus, progress: int, detail: str | None
+) -> dict[str, Any]:
+    return {"id": submission_id, "status": str(status), "progress": progress, "detail": detail}
+
+
+def overall_progress(step_index: int, step_progress: int) -> int:
+    """Steps before ``step_index`` are done; later ones have not started."""
+    return (step_index * 100 + step_progress) // len(SUBMISSION_STEPS)
+
+
+@dataclass
+class StepContext:
+    """Handed to a step handler: report progress with :meth:`progress`."""
+
+    task: Task
+    step: PipelineStep
+    submission_id: int
+    attempt: int
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    publisher: EventPublisher
+    _last_report: float = field(default=0.0)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable per (task, step): pass it to external services so a re-run repeats nothing."""
+        return f"herald:task:{self.task.id}:{self.step.name}"
+
+    async def progress(self, percent: float, detail: str | None = None) -> None:
+        """Record progress (0–100); calls closer together than PROGRESS_INTERVAL are dropped."""
+        now = time.monotonic()
+        if now - self._last_report < PROGRESS_INTERVAL:
+            return
+        self._last_report = now
+        self.task.progress = max(0, min(99, int(percent)))
+        if detail is not None:
+            self.task.detail = detail
+        async with self.sessions.begin() as db:
+            await db.execute(
+                update(Task)
+                .where(Task.id == self.task.id, Task.status == TaskStatus.RUNNING)
+                .values(progress=self.task.progress, detail=self.task.detail)
+            )
+        await self.emit(EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING)
+
+    async def emit(
+        self, type_: EventType, status: SubmissionStatus, detail: str | None = None
+    ) -> None:
+        """Publish this step's state with the submission's on ``submission.{id}``."""
+        progress = (
+            100
+            if status == SubmissionStatus.COMPLETE
+            else overall_progress(self.task.step_index or 0, self.task.progress)
+        )
+        await self.publisher.publish(
+            submission_topic(self.submission_id),
+            type_,
+            {
+                "submission": submission_state(self.submission_id, status, progress, detail),
+                "step": step_state(self.task, self.step),
+            },
+        )

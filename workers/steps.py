@@ -1,0 +1,179 @@
+"""The submission pipeline's step handlers; each does real work on the real file.
+
+A handler reads the submission, reports progress through its context and
+returns a :class:`StepOutcome`; the runner writes the outcome, the task's end
+and the next step's start in one transaction. Handlers are idempotent: a step
+re-run after a crash finds its earlier output and reuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from herald.models import Submission
+from workers.context import StepContext
+from workers.scanner import SCANNER_NAME, SignatureScanner, load_deny_list
+from workers.textract import extract_text, text_stats
+
+__all__ = ["HANDLERS", "StepFailed", "StepOutcome"]
+
+CHUNK = 256 * 1024
+
+
+class StepFailed(Exception):
+    """A step that cannot succeed, however often it is retried."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    detail: str
+    result: dict[str, Any] = field(default_factory=dict)
+    submission_updates: dict[str, Any] = field(default_factory=dict)
+    reject: str | None = None  # the submission is refused with this reason
+
+
+Handler = Callable[[StepContext, Submission], Awaitable[StepOutcome]]
+
+
+def _size_text(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def current_path(submission: Submission) -> Path:
+    """Where the file is now: the store once stored, else the upload area."""
+    if submission.stored_path and Path(submission.stored_path).exists():
+        return Path(submission.stored_path)
+    path = Path(submission.upload_path)
+    if not path.exists():
+        raise StepFailed("the uploaded file is missing from the file store")
+    return path
+
+
+async def _read_chunks(
+    ctx: StepContext, path: Path, each: Callable[[bytes], None], verb: str
+) -> None:
+    """Stream a file through ``each`` off the event loop, reporting progress."""
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            each(chunk)
+            done += len(chunk)
+            await ctx.progress(done * 100 / max(total, 1), f"{verb} {_size_text(done)}")
+
+
+async def verify(ctx: StepContext, submission: Submission) -> StepOutcome:
+    """Re-hash the upload and check it is the file the student sent."""
+    path = current_path(submission)
+    digest = hashlib.sha256()
+    await _read_chunks(ctx, path, digest.update, "checked")
+    size = path.stat().st_size
+    if digest.hexdigest() != submission.sha256 or size != submission.size:
+        raise StepFailed("the stored upload does not match what was received (checksum mismatch)")
+    return StepOutcome(
+        detail=f"{_size_text(size)}, SHA-256 {submission.sha256[:12]}… verified",
+        result={"sha256": submission.sha256, "size": size},
+    )
+
+
+async def scan(ctx: StepContext, submission: Submission) -> StepOutcome:
+    """Scan for malware; an infected file is quarantined and the submission rejected."""
+    path = current_path(submission)
+    scanner = SignatureScanner(load_deny_list(ctx.settings.var_dir / "scan-denylist.txt"))
+    await _read_chunks(ctx, path, scanner.feed, "scanned")
+    verdict = scanner.verdict(submission.sha256)
+    if not verdict.infected:
+        return StepOutcome(detail=f"Clean: {verdict.reason}", result={"scanner": SCANNER_NAME})
+    quarantine = ctx.settings.files_dir / "quarantine"
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / f"{submission.id}-{submission.sha256}"
+    await asyncio.to_thread(os.replace, path, target)
+    reason = (
+        f"Rejected: the file {verdict.reason} ({SCANNER_NAME}). It has been quarantined "
+        "and not stored. Please upload a clean copy."
+    )
+    return StepOutcome(
+        detail=f"Infected: {verdict.reason}",
+        result={"scanner": SCANNER_NAME, "infected": True},
+        submission_updates={"upload_path": str(target), "status_detail": reason},
+        reject=reason,
+    )
+
+
+def _write_durably(source: BinaryIO, target: Path) -> None:
+    """Copy to a temp file beside ``target``, fsync, rename atomically, fsync the folder."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with temp.open("wb") as out:
+        while chunk := source.read(CHUNK):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, target)
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+async def store(ctx: StepContext, submission: Submission) -> StepOutcome:
+    """Content-addressed storage: one copy per distinct file, written atomically."""
+    digest = submission.sha256
+    target = ctx.settings.files_dir / "objects" / digest[:2] / digest[2:4] / digest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    upload = Path(submission.upload_path)
+    duplicate = target.exists()
+    if not duplicate:
+        await ctx.progress(10, "writing to the file store")
+        with current_path(submission).open("rb") as source:
+            await asyncio.to_thread(_write_durably, source, target)
+    if upload.exists() and upload != target:
+        upload.unlink()
+    detail = "Stored (identical file already in the store)" if duplicate else "Stored"
+    return StepOutcome(
+        detail=detail,
+        result={"path": str(target), "deduplicated": duplicate},
+        submission_updates={"stored_path": str(target)},
+    )
+
+
+async def analyse(ctx: StepContext, submission: Submission) -> StepOutcome:
+    """Extract the text and count words, lines and pages."""
+    path = current_path(submission)
+    await ctx.progress(10, "extracting text")
+    try:
+        text, pages = await asyncio.to_thread(extract_text, path, submission.content_type)
+    except (ValueError, KeyError, OSError) as exc:
+        raise StepFailed(f"could not read the document: {exc}") from exc
+    await ctx.progress(60, "counting words")
+    stats = await asyncio.to_thread(text_stats, text, pages)
+    if submission.content_type.startswith("image/"):
+        detail = "Image: no text to read"
+    else:
+        detail = f"{stats.words:,} words"
+        if stats.pages is not None:
+            detail += f", {stats.pages} page{'s' if stats.pages != 1 else ''}"
+    return StepOutcome(
+        detail=detail,
+        result={"words": stats.words, "lines": stats.lines, "pages": stats.pages},
+        submission_updates={"word_count": stats.words},
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "verify": verify,
+    "scan": scan,
+    "store": store,
+    "analyse": analyse,
+}
