@@ -32,14 +32,12 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("herald")
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_root: Path) -> Iterator[str]:
-    """A private redis-server on a unix socket; yields its URL."""
+def start_redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a unix socket in ``folder``; returns it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not on PATH (make test installs it)")
-    folder = tmp_root / "redis"
-    folder.mkdir()
+        pytest.fail("redis-server is not on PATH (.ci/run installs it)")
+    folder.mkdir(parents=True, exist_ok=True)
     sock = folder / "redis.sock"
     proc = subprocess.Popen(
         [
@@ -60,7 +58,14 @@ def redis_server(tmp_root: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     wait_until(sock.exists, timeout=10, what="redis-server socket")
-    yield f"unix://{sock}"
+    return proc, f"unix://{sock}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[str]:
+    """The URL of a private redis-server shared by the session's tests."""
+    proc, url = start_redis_server(tmp_root / "redis")
+    yield url
     proc.terminate()
     proc.wait(10)
 
@@ -128,9 +133,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def make_settings(root: Path, redis_url: str, database_url: str, **overrides: str) -> Settings:
-    """Settings for one test stack, every port private and free."""
-    env = {
+def stack_env(root: Path, redis_url: str, database_url: str, **overrides: str) -> dict[str, str]:
+    """``HERALD_*`` variables for one test stack, every port private and free."""
+    return {
         "HERALD_VAR_DIR": str(root),
         "HERALD_DATABASE_URL": database_url,
         "HERALD_REDIS_URL": redis_url,
@@ -142,7 +147,11 @@ def make_settings(root: Path, redis_url: str, database_url: str, **overrides: st
         "HERALD_DEMO_PASSWORD": "demo",
         **overrides,
     }
-    return Settings.from_env(env)
+
+
+def make_settings(root: Path, redis_url: str, database_url: str, **overrides: str) -> Settings:
+    """Settings for one test, every port private and free."""
+    return Settings.from_env(stack_env(root, redis_url, database_url, **overrides))
 
 
 @pytest.fixture

@@ -132,7 +132,7 @@ async def test_text_submission_runs_every_step_and_emits_ordered_events(
 async def test_infected_upload_is_quarantined_and_rejected(
     settings: Settings, redis: Redis, running_worker: asyncio.Event
 ) -> None:
-    """A file carrying the EICAR signature is quarantined, never stored, and the submission rejected."""
+    """An EICAR-carrying file is quarantined, never stored, and its submission rejected."""
     content = b"my essay\n" + EICAR_SIGNATURE + b"\n"
     sub_id = await _submit(settings, content, "virus.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)

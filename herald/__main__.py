@@ -1,0 +1,5 @@
+"""``python -m herald``."""
+
+from herald.cli import main
+
+raise SystemExit(main())

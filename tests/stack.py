@@ -1,0 +1,70 @@
+"""The full Herald stack for end-to-end tests, started the way ``herald up`` does:
+its own redis-server, Crossbar, router auth, bridge, a worker and the web app,
+each a real process on private ports, readiness polled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from herald.settings import Settings
+from herald.supervisor import Supervisor
+from tests.conftest import stack_env, start_redis_server
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    supervisor: Supervisor
+    log_dir: Path
+
+    @property
+    def web_url(self) -> str:
+        return self.settings.web_url
+
+    def logs(self) -> str:
+        """Every process log, for a failing test's report."""
+        parts = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            parts.append(f"===== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
+        return "\n".join(parts)
+
+
+def start_stack(root: Path) -> Iterator[Stack]:
+    """Start every process; yield the running stack; stop everything afterwards."""
+    redis_proc, redis_url = start_redis_server(root / "redis")
+    env = stack_env(root, redis_url, f"sqlite+aiosqlite:///{root / 'herald.db'}")
+    settings = Settings.from_env(env)
+    full_env = {**os.environ, **env}
+    for command in ("migrate", "demo-data"):
+        subprocess.run(
+            [sys.executable, "-m", "herald", command],
+            env=full_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    log_dir = root / "logs"
+    supervisor = Supervisor(settings, full_env, log_dir=log_dir)
+    stack = Stack(settings, supervisor, log_dir)
+    try:
+        supervisor.start_router()
+        supervisor.start_service("router-auth")
+        supervisor.start_service("bridge")
+        supervisor.start_service("worker", "--concurrency", "4")
+        supervisor.start_service("web")
+    except Exception:
+        supervisor.stop_all()
+        redis_proc.kill()
+        pytest.fail(f"the stack did not start\n{stack.logs()}")
+    try:
+        yield stack
+    finally:
+        supervisor.stop_all()
+        redis_proc.terminate()
+        redis_proc.wait(10)
