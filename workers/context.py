@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.events import EventPublisher
-from herald.models import SubmissionStatus, Task, TaskStatus
+from herald.models import SUBMISSION_FINAL, SubmissionStatus, Task, TaskStatus
 from herald.names import EventType, submission_topic
 from herald.settings import Settings
 from workers.pipeline import SUBMISSION_STEPS, PipelineStep
@@ -90,9 +90,10 @@ class StepContext:
         self, type_: EventType, status: SubmissionStatus, detail: str | None = None
     ) -> None:
         """Publish this step's state with the submission's on ``submission.{id}``."""
+        # A finished submission is 100% whichever way it ended (the API agrees).
         progress = (
             100
-            if status == SubmissionStatus.COMPLETE
+            if status in SUBMISSION_FINAL
             else overall_progress(self.task.step_index or 0, self.task.progress)
         )
         await self.publisher.publish(

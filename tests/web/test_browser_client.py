@@ -1,0 +1,141 @@
+"""herald.js in Chromium: CSP-clean boot, reconnect loop with fresh tickets, seq handling.
+
+No router runs here (router/ is tested with Crossbar elsewhere): the WAMP URL
+points at a closed port, which exercises the client's own reconnect loop.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from tests.support import free_port
+from tests.web.conftest import Client, ClientFactory, Demo, login, upload_form
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+VENDOR = Path(__file__).parents[2] / "web" / "static" / "vendor" / "autobahn.min.js"
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield await browser.new_page()
+        finally:
+            await browser.close()
+
+
+async def _submission(client: Client, demo: Demo) -> int:
+    csrf = await login(client, "alice")
+    response = await client.post(
+        f"/api/assignments/{demo.assignment_id}/submissions",
+        data=upload_form(b"essay"),
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert response.status == 202
+    return int((await response.json())["id"])
+
+
+async def test_submission_page_live_client(
+    make_client: ClientFactory, demo: Demo, page: Page
+) -> None:
+    """The page boots without CSP errors, keeps reconnecting with fresh tickets, and
+    applies events by seq: old ones ignored, the next applied, a gap resyncs."""
+    if not VENDOR.exists():
+        pytest.skip("autobahn.min.js is not installed in web/static/vendor")
+    dead_router = f"ws://127.0.0.1:{free_port()}/ws"
+    client = await make_client(HERALD_ROUTER_PUBLIC_URL=dead_router)
+    submission_id = await _submission(client, demo)
+
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "console",
+        lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    tickets: list[str] = []
+    resyncs: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            tickets.append(request.url)
+            if "/api/wamp/ticket" in request.url
+            else resyncs.append(request.url)
+            if "/api/submissions/" in request.url
+            else None
+        ),
+    )
+    base = str(client.make_url("")).rstrip("/")
+    await page.goto(f"{base}/login?next=/submissions/{submission_id}")
+    await page.fill("#username", "alice")
+    await page.fill("#password", "demo")
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base}/submissions/{submission_id}")
+
+    # The router is unreachable: the client reconnects on its own, each time
+    # with a new ticket.
+    await page.wait_for_function("() => document.body.dataset.liveState === 'reconnecting'")
+    await page.wait_for_function(
+        "() => window.Herald && window.Herald.live.attempt >= 2", timeout=15_000
+    )
+    assert len(tickets) >= 2
+
+    root = "[data-page=submission]"
+    verify = "tr[data-step=verify]"
+    apply = """(env) => window.Herald.submissionPage.onEvent(env)"""
+
+    def event(seq: int, status: str, progress: int, detail: str = "") -> dict[str, object]:
+        return {
+            "topic": f"submission.{submission_id}",
+            "type": "step.progress",
+            "seq": seq,
+            "ts": "2026-11-22T10:00:00.000Z",
+            "data": {
+                "submission": {
+                    "id": submission_id,
+                    "status": "processing",
+                    "progress": 12,
+                    "detail": None,
+                },
+                "step": {
+                    "name": "verify",
+                    "label": "Checking the upload",
+                    "status": status,
+                    "progress": progress,
+                    "detail": detail,
+                    "started_at": None,
+                    "finished_at": None,
+                },
+            },
+        }
+
+    await page.evaluate(apply, event(1, "running", 50, "<b>half</b>"))
+    assert await page.get_attribute(verify, "data-status") == "running"
+    assert await page.get_attribute(root, "data-submission-status") == "processing"
+    assert await page.get_attribute("#overall-progress", "aria-valuenow") == "12"
+    assert await page.get_by_role("progressbar").count() == 1
+    detail_html = await page.inner_html(f"{verify} [data-field=detail]")
+    assert detail_html == "&lt;b&gt;half&lt;/b&gt;"
+
+    await page.evaluate(apply, event(1, "done", 100))  # already applied: ignored
+    assert await page.get_attribute(verify, "data-status") == "running"
+
+    assert resyncs == []
+    await page.evaluate(apply, event(5, "done", 100))  # a gap: state comes from the API
+    await page.wait_for_function(
+        "() => document.querySelector('tr[data-step=verify]').dataset.status === 'queued'"
+    )
+    assert any(url.endswith(f"/api/submissions/{submission_id}") for url in resyncs)
+    assert await page.evaluate("() => window.Herald.submissionPage.lastSeq") == 0
+    assert problems == []

@@ -1,0 +1,186 @@
+"""The JSON API of DESIGN.md (sessions, me, assignments, tickets, submissions, health)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from herald.names import REALM, submission_topic
+from web.auth import authenticate, end_session, require_user, set_session_cookie, start_session
+from web.errors import BadJson
+from web.keys import DB, ENGINE, REDIS, SESSIONS, SETTINGS
+from web.queries import (
+    assignments_for,
+    courses_for,
+    iso,
+    parse_id,
+    submission_state,
+    user_json,
+)
+from web.submissions import accept_submission
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+HEALTH_TIMEOUT = 2.0
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise BadJson() from None
+    if not isinstance(body, dict):
+        raise BadJson()
+    return body
+
+
+@routes.post("/api/session")
+async def create_session(request: web.Request) -> web.Response:
+    """Sign in with username and password; sets the session cookie."""
+    body = await _json_object(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise BadJson('Send {"username": ..., "password": ...}.')
+    user = await authenticate(request, username, password)
+    token, session = await start_session(request, user)
+    response = web.json_response({"user": user_json(user), "csrf_token": session.csrf_token})
+    set_session_cookie(request, response, token)
+    return response
+
+
+@routes.delete("/api/session")
+async def delete_session(request: web.Request) -> web.Response:
+    """Sign out."""
+    require_user(request)
+    response = web.Response(status=204)
+    await end_session(request, response)
+    return response
+
+
+@routes.get("/api/me")
+async def me(request: web.Request) -> web.Response:
+    """The signed-in user, their role in each course, and the CSRF token."""
+    user, session = require_user(request)
+    async with request.app[DB]() as db:
+        courses = await courses_for(db, user)
+    return web.json_response(
+        {
+            "user": user_json(user),
+            "roles": {str(view.course.id): view.role for view in courses},
+            "courses": [
+                {
+                    "id": view.course.id,
+                    "code": view.course.code,
+                    "title": view.course.title,
+                    "role": view.role,
+                }
+                for view in courses
+            ],
+            "csrf_token": session.csrf_token,
+        }
+    )
+
+
+@routes.get("/api/assignments")
+async def list_assignments(request: web.Request) -> web.Response:
+    """Assignments of the user's courses."""
+    user, _ = require_user(request)
+    async with request.app[DB]() as db:
+        courses = await courses_for(db, user)
+        assignments = await assignments_for(db, [view.course.id for view in courses])
+    return web.json_response(
+        [
+            {
+                "id": a.id,
+                "course": a.course.code,
+                "course_id": a.course_id,
+                "course_title": a.course.title,
+                "title": a.title,
+                "description": a.description,
+                "due_at": iso(a.due_at),
+                "is_open": a.is_open,
+                "url": f"/assignments/{a.id}",
+            }
+            for a in assignments
+        ]
+    )
+
+
+@routes.get("/api/wamp/ticket")
+async def wamp_ticket(request: web.Request) -> web.Response:
+    """A short-lived, single-use WAMP ticket bound to this session."""
+    user, session = require_user(request)
+    settings = request.app[SETTINGS]
+    ticket = await request.app[SESSIONS].issue_ticket(session)
+    return web.json_response(
+        {
+            "url": settings.router_public_url,
+            "realm": REALM,
+            "authid": str(user.id),
+            "ticket": ticket,
+            "expires_in": settings.ticket_ttl_seconds,
+        }
+    )
+
+
+@routes.post("/api/assignments/{aid}/submissions", name="api-upload")
+async def upload_submission(request: web.Request) -> web.Response:
+    """Upload a file (multipart field ``file``) as a new submission."""
+    user, _ = require_user(request)
+    assignment_id = parse_id(request.match_info["aid"])
+    submission = await accept_submission(request, user, assignment_id)
+    return web.json_response(
+        {
+            "id": submission.id,
+            "status": str(submission.status),
+            "topic": submission_topic(submission.id),
+            "url": f"/submissions/{submission.id}",
+        },
+        status=202,
+    )
+
+
+@routes.get("/api/submissions/{sid}")
+async def get_submission(request: web.Request) -> web.Response:
+    """A submission's state with the topic ``seq`` it is consistent with."""
+    user, _ = require_user(request)
+    submission_id = parse_id(request.match_info["sid"])
+    state = await submission_state(request.app[DB], request.app[REDIS], user, submission_id)
+    return web.json_response(state)
+
+
+async def _db_ok(request: web.Request) -> bool:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT), request.app[ENGINE].connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, TimeoutError):
+        return False
+    return True
+
+
+async def _redis_ok(request: web.Request) -> bool:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await request.app[REDIS].ping()
+    except (RedisError, OSError, TimeoutError):
+        return False
+    return True
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the DB and Redis answer, else 503."""
+    db_ok, redis_ok = await asyncio.gather(_db_ok(request), _redis_ok(request))
+    healthy = db_ok and redis_ok
+    return web.json_response(
+        {"status": "ok" if healthy else "unavailable", "db": db_ok, "redis": redis_ok},
+        status=200 if healthy else 503,
+    )

@@ -1,0 +1,214 @@
+"""Read-side queries shared by the JSON API and the pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from herald.access import can_view_submission
+from herald.events import current_seq
+from herald.models import (
+    Assignment,
+    Course,
+    CourseRole,
+    Enrolment,
+    Submission,
+    SubmissionStatus,
+    Task,
+    TaskStatus,
+    User,
+)
+from herald.names import submission_topic
+from web.errors import NotFound
+from workers.pipeline import SUBMISSION_STEPS
+
+__all__ = [
+    "CourseView",
+    "assignments_for",
+    "courses_for",
+    "iso",
+    "overall_progress",
+    "parse_id",
+    "recent_submissions",
+    "step_name",
+    "submission_state",
+    "user_json",
+]
+
+# Ids are INTEGER columns; a larger number cannot exist and would make
+# PostgreSQL raise instead of finding nothing.
+MAX_ID = 2**31 - 1
+STEP_LABELS = {step.name: step.label for step in SUBMISSION_STEPS}
+_COMPLETE_STEP = frozenset({TaskStatus.DONE, TaskStatus.SKIPPED})
+
+
+@dataclass(frozen=True)
+class CourseView:
+    course: Course
+    role: str  # a CourseRole value, or "admin" for site admins not enrolled
+
+
+def parse_id(raw: str) -> int:
+    """A database id from a URL segment; :class:`NotFound` if it cannot be one."""
+    if not raw.isascii() or not raw.isdigit():
+        raise NotFound()
+    value = int(raw)
+    if not 0 < value <= MAX_ID:
+        raise NotFound()
+    return value
+
+
+def iso(value: datetime | None) -> str | None:
+    """``2026-11-22T10:00:00.123Z``, as in the event envelope."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "email": user.email,
+        "is_admin": user.is_admin,
+    }
+
+
+async def courses_for(db: AsyncSession, user: User) -> list[CourseView]:
+    """The user's courses with their role; site admins see every course."""
+    rows = (
+        await db.execute(
+            select(Course, Enrolment.role)
+            .join(Enrolment, Enrolment.course_id == Course.id)
+            .where(Enrolment.user_id == user.id)
+            .order_by(Course.code)
+        )
+    ).all()
+    views = [CourseView(course, str(role)) for course, role in rows]
+    if user.is_admin:
+        enrolled = {view.course.id for view in views}
+        others = (await db.scalars(select(Course).order_by(Course.code))).all()
+        views += [CourseView(c, str(CourseRole.ADMIN)) for c in others if c.id not in enrolled]
+    return views
+
+
+async def assignments_for(db: AsyncSession, course_ids: list[int]) -> list[Assignment]:
+    """Assignments of these courses, soonest due first (undated last)."""
+    if not course_ids:
+        return []
+    rows = await db.scalars(
+        select(Assignment)
+        .options(selectinload(Assignment.course))
+        .where(Assignment.course_id.in_(course_ids))
+        .order_by(Assignment.due_at.is_(None), Assignment.due_at, Assignment.id)
+    )
+    return list(rows.all())
+
+
+async def recent_submissions(
+    db: AsyncSession,
+    *,
+    student_id: int | None = None,
+    assignment_id: int | None = None,
+    limit: int = 20,
+) -> list[Submission]:
+    """Newest submissions first, by student and/or assignment."""
+    query = select(Submission).options(
+        selectinload(Submission.assignment), selectinload(Submission.student)
+    )
+    if student_id is not None:
+        query = query.where(Submission.student_id == student_id)
+    if assignment_id is not None:
+        query = query.where(Submission.assignment_id == assignment_id)
+    query = query.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit)
+    return list((await db.scalars(query)).all())
+
+
+def step_name(task: Task) -> str:
+    name = task.params.get("step") if isinstance(task.params, dict) else None
+    return str(name) if name else task.kind.removeprefix("submission.")
+
+
+def overall_progress(status: SubmissionStatus, tasks: list[Task]) -> int:
+    """0-100 over all steps: finished or skipped steps count in full."""
+    if status == SubmissionStatus.COMPLETE:
+        return 100
+    if not tasks:
+        return 0
+    total = sum(
+        100 if task.status in _COMPLETE_STEP else max(0, min(100, task.progress or 0))
+        for task in tasks
+    )
+    return round(total / len(tasks))
+
+
+def _step_json(task: Task) -> dict[str, Any]:
+    name = step_name(task)
+    return {
+        "name": name,
+        "label": STEP_LABELS.get(name, name),
+        "status": str(task.status),
+        "progress": 100 if task.status in _COMPLETE_STEP else task.progress,
+        "detail": task.detail,
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+    }
+
+
+async def submission_state(
+    sessions: async_sessionmaker[AsyncSession], redis: Redis, user: User, submission_id: int
+) -> dict[str, Any]:
+    """The submission as the API and the live page show it; :class:`NotFound` if not
+    visible to ``user`` (whether it exists is not disclosed)."""
+    async with sessions() as db:
+        if not await can_view_submission(db, user, submission_id):
+            raise NotFound()
+    topic = submission_topic(submission_id)
+    # Read seq BEFORE the state: every event with seq <= this one was published
+    # after its DB commit, so the state read below already includes it; the
+    # client then applies only events with a later seq. Read in the other order,
+    # an event committed in between would be counted but missing from the state.
+    seq = await current_seq(redis, topic)
+    # A fresh DB session, so the reads start after the seq read on every backend.
+    async with sessions() as db:
+        submission = await db.scalar(
+            select(Submission)
+            .options(
+                selectinload(Submission.tasks),
+                selectinload(Submission.assignment),
+                selectinload(Submission.student),
+            )
+            .where(Submission.id == submission_id)
+        )
+    if submission is None:
+        raise NotFound()
+    tasks = list(submission.tasks)
+    released = submission.grade_released_at is not None
+    return {
+        "id": submission.id,
+        "topic": topic,
+        "status": str(submission.status),
+        "seq": seq,
+        "progress": overall_progress(submission.status, tasks),
+        "detail": submission.status_detail,
+        "filename": submission.filename,
+        "size": submission.size,
+        "content_type": submission.content_type,
+        "sha256": submission.sha256,
+        "created_at": iso(submission.created_at),
+        "assignment": {"id": submission.assignment.id, "title": submission.assignment.title},
+        "student": {
+            "id": submission.student.id,
+            "display_name": submission.student.display_name,
+        },
+        "steps": [_step_json(task) for task in tasks],
+        "grade": submission.grade if released else None,
+        "grade_released_at": iso(submission.grade_released_at) if released else None,
+    }

@@ -1,0 +1,101 @@
+"""Server-side HTML: one Jinja2 environment, autoescaping everything."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import or_, select
+
+from herald.models import Message, MessageKind, User, utcnow
+from web.keys import DB, SESSION, USER
+
+__all__ = ["environment", "render", "render_error"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+FLASH_LIMIT = 5
+
+
+def _datetime(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+def _filesize(value: int | None) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1024 or unit == "MB":
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@cache
+def environment() -> Environment:
+    """The template environment (built once; autoescape on for every template)."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["datetime"] = _datetime
+    env.filters["filesize"] = _filesize
+    return env
+
+
+def _base_context(request: web.Request) -> dict[str, Any]:
+    session = request.get(SESSION)
+    return {
+        "user": request.get(USER),
+        "csrf_token": session.csrf_token if session is not None else "",
+        "flashes": [],
+        "request_path": request.path,
+    }
+
+
+async def _flashes(request: web.Request, user: User) -> list[Message]:
+    # Flash messages not yet acknowledged are shown again on every page view.
+    now = utcnow()
+    async with request.app[DB]() as db:
+        rows = await db.scalars(
+            select(Message)
+            .where(
+                Message.user_id == user.id,
+                Message.kind == MessageKind.FLASH,
+                Message.acked_at.is_(None),
+                or_(Message.expires_at.is_(None), Message.expires_at > now),
+            )
+            .order_by(Message.created_at.desc())
+            .limit(FLASH_LIMIT)
+        )
+        return list(rows.all())
+
+
+async def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    """Render ``template`` with the signed-in user, CSRF token and flash messages."""
+    values = _base_context(request)
+    user = values["user"]
+    if user is not None:
+        values["flashes"] = await _flashes(request, user)
+    values.update(context)
+    html = environment().get_template(template).render(values)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+def render_error(request: web.Request, status: int, message: str) -> web.Response:
+    """The HTML error page (no DB access: it must work when the DB does not)."""
+    values = _base_context(request)
+    values.update(status=status, message=message)
+    html = environment().get_template("error.html").render(values)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
