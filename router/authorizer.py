@@ -1,0 +1,121 @@
+"""The dynamic authorizer: may this browser session subscribe to this topic?
+
+:func:`authorize` is the whole decision, a plain async function over the
+database so it can be tested without Crossbar; :class:`Authorizer` wraps it as
+the WAMP procedure Crossbar calls on every subscribe, publish, call and register
+of a ``user``-role session.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from herald import names
+from herald.access import can_view_assignment, can_view_course, can_view_submission
+from herald.logs import get_logger
+from herald.models import User
+from herald.names import TopicFamily
+
+__all__ = ["Authorizer", "Decision", "authorize", "load_active_user"]
+
+log = get_logger(__name__)
+
+# A WAMP URI is short; anything longer is hostile and is refused before parsing.
+MAX_URI_LENGTH = 200
+_AUTHID_RE = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
+
+
+class Decision(TypedDict):
+    allow: bool
+    disclose: bool
+
+
+async def load_active_user(db: AsyncSession, user_id: int) -> User | None:
+    """The user with this id if it exists and is active."""
+    user = await db.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    return user
+
+
+async def authorize(
+    db: AsyncSession, user: User | None, uri: str, action: str, options: Mapping[str, Any]
+) -> bool:
+    """Whether a browser session of ``user`` may perform ``action`` on ``uri``.
+
+    Browsers only ever subscribe, and only with exact matching: a prefix
+    subscription to ``user.7`` would also receive ``user.70``.
+    """
+    if user is None or not user.is_active:
+        return False
+    if action != "subscribe" or options.get("match", "exact") != "exact":
+        return False
+    if not isinstance(uri, str) or len(uri) > MAX_URI_LENGTH:
+        return False
+    if uri == names.BROADCAST:
+        return True
+    if uri == names.ADMIN_TASKS:
+        return bool(user.is_admin)
+    parsed = names.parse_topic(uri)
+    if parsed is None:
+        return False
+    family, ident = parsed
+    if family is TopicFamily.USER:
+        return ident == user.id
+    if family is TopicFamily.SUBMISSION:
+        return await can_view_submission(db, user, ident)
+    if family is TopicFamily.ASSIGNMENT:
+        return await can_view_assignment(db, user, ident)
+    if family is TopicFamily.COURSE:
+        return await can_view_course(db, user, ident)
+    return False
+
+
+def _user_id(authid: object) -> int | None:
+    # The authenticator sets authid to str(user.id); accept exactly that form.
+    if isinstance(authid, str) and _AUTHID_RE.fullmatch(authid):
+        return int(authid)
+    return None
+
+
+class Authorizer:
+    """The ``herald.auth.authorize`` procedure."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def __call__(
+        self, session: Mapping[str, Any], uri: str, action: str, options: Mapping[str, Any]
+    ) -> Decision:
+        """Crossbar's ``authorize(session, uri, action, options)``; the answer is never cached."""
+        authid = session.get("authid")
+        bound = log.bind(authid=authid, uri=str(uri)[:MAX_URI_LENGTH], action=action)
+        allowed = False
+        try:
+            allowed = await self._decide(session, uri, action, options or {})
+        except Exception:
+            # A DB outage must fail closed, and its details stay in our log.
+            bound.exception("authorization failed with an error; denying")
+            return Decision(allow=False, disclose=False)
+        if not allowed:
+            bound.info(
+                "denied", authrole=session.get("authrole"), match=(options or {}).get("match")
+            )
+        # Never "cache": Crossbar's cache key leaves out the authid (CROSSBAR_NOTES.md).
+        return Decision(allow=allowed, disclose=False)
+
+    async def _decide(
+        self, session: Mapping[str, Any], uri: str, action: str, options: Mapping[str, Any]
+    ) -> bool:
+        if session.get("authrole") != names.ROLE_BROWSER:
+            return False
+        user_id = _user_id(session.get("authid"))
+        if user_id is None:
+            return False
+        async with self._sessions() as db:
+            user = await load_active_user(db, user_id)
+            return await authorize(db, user, uri, action, options)

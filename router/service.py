@@ -1,0 +1,73 @@
+"""The router-auth process: serve the authenticator and authorizer procedures
+Crossbar calls, over a backend session that rejoins whenever Crossbar restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from autobahn.asyncio.wamp import ApplicationSession
+from autobahn.wamp.types import RegisterOptions
+from redis.asyncio import Redis
+
+from herald import names
+from herald.db import create_engine, session_factory
+from herald.health import instance_id
+from herald.logs import get_logger
+from herald.sessions import SessionStore
+from herald.settings import Settings
+from herald.wamp import BackendLink, Readiness, finish_tasks, halt_on_exit
+from router.authenticator import Authenticator
+from router.authorizer import Authorizer
+
+__all__ = ["PROCESS", "serve"]
+
+log = get_logger(__name__)
+
+PROCESS = "router-auth"
+SHUTDOWN_GRACE = 5.0
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run router auth until ``stop`` is set, then close every client it opened."""
+    settings.require_backend_secret()  # refuse to start without it, before opening anything
+    redis = Redis.from_url(settings.redis_url)
+    engine = create_engine(settings)
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        async with halt_on_exit(stop) as halt:
+            sessions = session_factory(engine)
+            store = SessionStore(
+                redis,
+                session_ttl=settings.session_ttl_seconds,
+                ticket_ttl=settings.ticket_ttl_seconds,
+            )
+            authenticate = Authenticator(store, sessions)
+            authorize = Authorizer(sessions)
+
+            async def on_join(session: ApplicationSession) -> None:
+                # roundrobin: several router-auth replicas may serve the same procedures.
+                options = RegisterOptions(invoke="roundrobin")
+                await session.register(authenticate, names.PROC_AUTHENTICATE, options=options)
+                await session.register(authorize, names.PROC_AUTHORIZE, options=options)
+                log.info("auth procedures registered")
+
+            readiness = Readiness("wamp")
+            link = BackendLink(
+                settings,
+                name=PROCESS,
+                on_join=on_join,
+                on_change=lambda up: readiness.set("wamp", up),
+            )
+            tasks.add(
+                asyncio.create_task(
+                    readiness.keep_health(redis, PROCESS, instance_id(), halt),
+                    name="router-auth-health",
+                )
+            )
+            log.info("router auth starting", url=settings.backend_url)
+            await link.run(halt)
+    finally:
+        await finish_tasks(tasks, SHUTDOWN_GRACE)
+        await redis.aclose()
+        await engine.dispose()
+        log.info("router auth stopped")

@@ -1,0 +1,88 @@
+"""In Debian's Chromium, driven by Playwright: a student uploads through the form and
+watches every step complete live, without the page reloading."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from redis.asyncio import Redis
+
+from tests.stack import Stack
+from workers.pipeline import SUBMISSION_STEPS
+from workers.queue import RedisQueue
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        pytest.skip(
+            "browser tests skipped: Debian's chromium is not installed (.ci/run installs it)"
+        )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, stack: Stack) -> AsyncIterator[Page]:
+    context = await browser.new_context(base_url=stack.web_url)
+    page = await context.new_page()
+    yield page
+    await context.close()
+
+
+async def login(page: Page, username: str) -> None:
+    await page.goto("/login")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", "demo")
+    await page.click("form button[type=submit]")
+    await page.wait_for_url("**/")
+
+
+async def test_upload_form_shows_every_step_completing_live(
+    page: Page, stack: Stack, stack_redis: Redis, tmp_path: Path
+) -> None:
+    """The submission page fills its progress bar to 100% live while the workers run."""
+    await login(page, "alice")
+    assignments = await (await page.request.get("/api/assignments")).json()
+    await page.goto(f"/assignments/{assignments[0]['id']}")
+    essay = tmp_path / "essay.md"
+    essay.write_text("# My essay\n\n" + "Queues keep deadline day calm. " * 500)
+    queue = RedisQueue(stack_redis)
+    # Hold the first queue so the page is open and live before any work happens.
+    await queue.pause("io")
+    try:
+        await page.set_input_files("input[type=file][name=file]", str(essay))
+        await page.click("form[enctype='multipart/form-data'] button[type=submit]")
+        await page.wait_for_url("**/submissions/*")
+        await expect(page.locator("body")).to_have_attribute("data-live", "1", timeout=15_000)
+        bar = page.get_by_role("progressbar")
+        await expect(bar).to_have_attribute("aria-valuenow", "0")
+        # A marker that only survives if the page is never reloaded.
+        await page.evaluate("window.__heraldNoReload = true")
+    finally:
+        await queue.resume("io")
+
+    await expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
+    for step in SUBMISSION_STEPS:
+        row = page.locator(f"[data-step='{step.name}']")
+        await expect(row).to_have_attribute("data-status", "done")
+    assert await page.evaluate("window.__heraldNoReload === true")
+    await page.screenshot(path=str(stack.log_dir / "submission-page.png"), full_page=True)

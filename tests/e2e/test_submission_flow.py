@@ -1,0 +1,99 @@
+"""End to end as an API client: log in, upload, join the router with a ticket,
+and receive every pipeline step's events in order over WAMP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from autobahn.wamp.exception import ApplicationError
+from redis.asyncio import Redis
+
+from tests.e2e.client import HeraldClient, WampBrowser
+from tests.stack import Stack
+from workers.pipeline import SUBMISSION_STEPS
+from workers.queue import RedisQueue
+
+ESSAY = ("Herald moves slow work off the upload request. " * 300).encode()
+
+
+async def test_upload_streams_every_step_live_in_seq_order(
+    stack: Stack, stack_redis: Redis
+) -> None:
+    """A student's upload returns 202 and every step's events arrive in seq order over WAMP."""
+    queue = RedisQueue(stack_redis)
+    async with HeraldClient(stack.web_url) as alice:
+        await alice.login("alice", "demo")
+        assignment = (await alice.get_json("/api/assignments"))[0]
+        # Hold the first step's queue so the subscription is in place before work starts.
+        await queue.pause("io")
+        try:
+            status, body = await alice.upload(assignment["id"], "essay.txt", ESSAY)
+            assert status == 202, body
+            assert body["topic"] == f"submission.{body['id']}"
+            assert body["url"] == f"/submissions/{body['id']}"
+            events: list[dict[str, Any]] = []
+            finished = asyncio.Event()
+
+            def on_event(envelope: dict[str, Any]) -> None:
+                events.append(envelope)
+                if envelope["type"] == "submission.status":
+                    finished.set()
+
+            async with WampBrowser(await alice.ticket()) as wamp:
+                await wamp.subscribe(body["topic"], on_event)
+                await queue.resume("io")
+                await asyncio.wait_for(finished.wait(), 60)
+        finally:
+            await queue.resume("io")
+
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert {e["topic"] for e in events} == {body["topic"]}
+        started = [e["data"]["step"]["name"] for e in events if e["type"] == "step.started"]
+        done = [e["data"]["step"]["name"] for e in events if e["type"] == "step.done"]
+        assert started == done == [step.name for step in SUBMISSION_STEPS]
+        assert events[-1]["data"]["submission"]["status"] == "complete"
+
+        state = await alice.get_json(f"/api/submissions/{body['id']}")
+        assert state["status"] == "complete"
+        assert state["seq"] == events[-1]["seq"]
+        assert [s["status"] for s in state["steps"]] == ["done"] * len(SUBMISSION_STEPS)
+        assert state["grade"] is None
+
+
+async def test_other_student_cannot_subscribe_to_a_submission(stack: Stack) -> None:
+    """Bob's session is refused alice's submission topic; his own user topic is allowed."""
+    async with HeraldClient(stack.web_url) as alice, HeraldClient(stack.web_url) as bob:
+        await alice.login("alice", "demo")
+        await bob.login("bob", "demo")
+        assignment = (await alice.get_json("/api/assignments"))[0]
+        status, body = await alice.upload(assignment["id"], "mine.txt", b"my own work\n")
+        assert status == 202
+        bob_me = await bob.get_json("/api/me")
+        async with WampBrowser(await bob.ticket()) as wamp:
+            await wamp.subscribe(f"user.{bob_me['user']['id']}", lambda _e: None)
+            try:
+                await wamp.subscribe(body["topic"], lambda _e: None)
+            except ApplicationError as exc:
+                assert exc.error == "wamp.error.not_authorized"
+            else:
+                raise AssertionError("bob subscribed to alice's submission")
+        async with aiohttp.ClientSession() as http:
+            response = await http.get(f"{stack.web_url}/api/submissions/{body['id']}")
+            assert response.status == 401
+
+
+async def test_forged_and_reused_tickets_are_refused(stack: Stack) -> None:
+    """A made-up ticket and a ticket already used both fail to join the realm."""
+    async with HeraldClient(stack.web_url) as alice:
+        await alice.login("alice", "demo")
+        ticket = await alice.ticket()
+        async with WampBrowser(ticket):
+            pass
+        for bad in ({**ticket, "ticket": "forged-" + ticket["ticket"][7:]}, ticket):
+            try:
+                async with WampBrowser(bad):
+                    raise AssertionError("joined with a bad ticket")
+            except ApplicationError as exc:
+                assert exc.error == "herald.error.authentication_failed"

@@ -1,0 +1,83 @@
+"""The ticket authenticator against real Redis and the databases, without Crossbar."""
+
+from __future__ import annotations
+
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from redis.asyncio import Redis
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from herald import names
+from herald.db import session_factory
+from herald.models import User
+from herald.sessions import SessionStore
+from router.authenticator import Authenticator
+from tests.router.fixtures import World, build_world
+
+
+@pytest.fixture
+async def world(engine: AsyncEngine) -> World:
+    return await build_world(session_factory(engine))
+
+
+def _store(redis: Redis) -> SessionStore:
+    return SessionStore(redis, session_ttl=600, ticket_ttl=60)
+
+
+async def _refused(auth: Authenticator, details: dict[str, object], realm: str = "herald") -> None:
+    with pytest.raises(ApplicationError) as caught:
+        await auth(realm, "someone", details)
+    assert caught.value.error == names.ERROR_AUTH_FAILED
+    # The same generic words for every reason: the client learns nothing.
+    assert caught.value.args == ("authentication failed",)
+
+
+async def test_ticket_is_single_use_and_maps_to_its_user(
+    engine: AsyncEngine, redis: Redis, world: World
+) -> None:
+    """A fresh ticket yields the user's browser role once; the same ticket again is refused."""
+    store = _store(redis)
+    auth = Authenticator(store, session_factory(engine))
+    alice = world.users["alice"]
+    _token, web = await store.create(alice.id)
+    ticket = await store.issue_ticket(web)
+    result = await auth(names.REALM, "claimed-anything", {"ticket": ticket})
+    assert result == {
+        "realm": names.REALM,
+        "authid": str(alice.id),
+        "role": names.ROLE_BROWSER,
+        "extra": {"user_id": alice.id, "username": "alice"},
+    }
+    await _refused(auth, {"ticket": ticket})
+
+
+async def test_bad_tickets_are_refused_generically(
+    engine: AsyncEngine, redis: Redis, world: World
+) -> None:
+    """Forged, missing, non-string, ended-session, inactive-user, wrong-realm tickets all fail."""
+    store = _store(redis)
+    sessions = session_factory(engine)
+    auth = Authenticator(store, sessions)
+    await _refused(auth, {"ticket": "forged-" + "x" * 40})
+    await _refused(auth, {})
+    await _refused(auth, {"ticket": 42})
+    await _refused(auth, {"ticket": "y" * 10_000})
+
+    _token, web = await store.create(world.uid("bob"))
+    ticket = await store.issue_ticket(web)
+    await store.end(web)
+    await _refused(auth, {"ticket": ticket})
+
+    _token, web = await store.create(world.uid("zed"))
+    await _refused(auth, {"ticket": await store.issue_ticket(web)})
+
+    _token, web = await store.create(world.uid("alice"))
+    await _refused(auth, {"ticket": await store.issue_ticket(web)}, realm="other")
+
+    # Deactivating an account takes effect at the next ticket.
+    _token, web = await store.create(world.uid("mark"))
+    ticket = await store.issue_ticket(web)
+    async with sessions.begin() as db:
+        await db.execute(update(User).where(User.id == world.uid("mark")).values(is_active=False))
+    await _refused(auth, {"ticket": ticket})
