@@ -10,19 +10,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald.db import create_engine
 from herald.migrate import upgrade_async
 from herald.settings import Settings
-from tests.support import free_port, wait_until
+from tests.support import RedisServer, free_port
 
 POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL")
 
@@ -32,42 +32,13 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("herald")
 
 
-def start_redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server on a unix socket in ``folder``; returns it and its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH (.ci/run installs it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    sock = folder / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_until(sock.exists, timeout=10, what="redis-server socket")
-    return proc, f"unix://{sock}"
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_root: Path) -> Iterator[str]:
     """The URL of a private redis-server shared by the session's tests."""
-    proc, url = start_redis_server(tmp_root / "redis")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    server = RedisServer(tmp_root / "redis")
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -157,3 +128,26 @@ def make_settings(root: Path, redis_url: str, database_url: str, **overrides: st
 @pytest.fixture
 def settings(tmp_path: Path, redis_server: str, database_url: str) -> Settings:
     return make_settings(tmp_path, redis_server, database_url)
+
+
+# Debian's Chromium, driven by Playwright (its own browser download does not work here).
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for the session; each test opens its own context."""
+    if CHROMIUM is None:
+        pytest.skip("browser tests skipped: Debian chromium is not installed (.ci/run installs it)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

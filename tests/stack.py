@@ -15,7 +15,8 @@ import pytest
 
 from herald.settings import Settings
 from herald.supervisor import Supervisor
-from tests.conftest import stack_env, start_redis_server
+from tests.conftest import stack_env
+from tests.support import RedisServer
 
 
 @dataclass
@@ -38,8 +39,9 @@ class Stack:
 
 def start_stack(root: Path) -> Iterator[Stack]:
     """Start every process; yield the running stack; stop everything afterwards."""
-    redis_proc, redis_url = start_redis_server(root / "redis")
-    env = stack_env(root, redis_url, f"sqlite+aiosqlite:///{root / 'herald.db'}")
+    redis_server = RedisServer(root / "redis")
+    redis_server.start()
+    env = stack_env(root, redis_server.url, f"sqlite+aiosqlite:///{root / 'herald.db'}")
     settings = Settings.from_env(env)
     full_env = {**os.environ, **env}
     for command in ("migrate", "demo-data"):
@@ -60,11 +62,10 @@ def start_stack(root: Path) -> Iterator[Stack]:
         supervisor.start_service("web")
     except Exception:
         supervisor.stop_all()
-        redis_proc.kill()
+        redis_server.stop()
         pytest.fail(f"the stack did not start\n{stack.logs()}")
     try:
         yield stack
     finally:
         supervisor.stop_all()
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        redis_server.stop()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,9 +16,9 @@ from herald.events import EventPublisher
 from herald.health import instance_id, is_healthy
 from herald.names import EventType
 from tests.conftest import make_settings
-from tests.router.client import close_browser, connect_browser
 from tests.router.e2e import Stack, backend_stack
-from tests.support import eventually, wait_until
+from tests.support import RedisServer, eventually
+from tests.wamp_client import close_browser, connect_browser
 
 
 def _envelope(topic: str, **overrides: object) -> bytes:
@@ -72,50 +70,15 @@ def test_events_while_wamp_is_down_are_counted(bridge: Bridge) -> None:
     assert bridge.relayed == 0
 
 
-class RedisProcess:
-    """A redis-server on a unix socket that a test may stop and start again."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.sock = folder / "r.sock"
-        self.url = f"unix://{self.sock}"
-        self._argv = [
-            binary,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(self.sock),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ]
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.sock.unlink(missing_ok=True)
-        self._proc = subprocess.Popen(self._argv, stdout=subprocess.DEVNULL)
-        wait_until(self.sock.exists, timeout=10, what="private redis socket")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-
-
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
     server.start()
     yield server
     server.stop()
 
 
-async def test_redis_restart_resubscribes(tmp_path: Path, private_redis: RedisProcess) -> None:
+async def test_redis_restart_resubscribes(tmp_path: Path, private_redis: RedisServer) -> None:
     """After Redis restarts the bridge subscribes again and relays the next message."""
     settings = make_settings(
         tmp_path, private_redis.url, f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"

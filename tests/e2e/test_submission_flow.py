@@ -7,11 +7,14 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import SubscribeOptions
 from redis.asyncio import Redis
 
-from tests.e2e.client import HeraldClient, WampBrowser
+from tests.e2e.client import HeraldClient
 from tests.stack import Stack
+from tests.wamp_client import JoinRefused, close_browser, connect_browser
 from workers.pipeline import SUBMISSION_STEPS
 from workers.queue import RedisQueue
 
@@ -41,10 +44,13 @@ async def test_upload_streams_every_step_live_in_seq_order(
                 if envelope["type"] == "submission.status":
                     finished.set()
 
-            async with WampBrowser(await alice.ticket()) as wamp:
-                await wamp.subscribe(body["topic"], on_event)
+            wamp = await connect_browser(stack.settings, await alice.ticket())
+            try:
+                await wamp.subscribe(on_event, body["topic"])
                 await queue.resume("io")
                 await asyncio.wait_for(finished.wait(), 60)
+            finally:
+                await close_browser(wamp)
         finally:
             await queue.resume("io")
 
@@ -71,14 +77,16 @@ async def test_other_student_cannot_subscribe_to_a_submission(stack: Stack) -> N
         status, body = await alice.upload(assignment["id"], "mine.txt", b"my own work\n")
         assert status == 202
         bob_me = await bob.get_json("/api/me")
-        async with WampBrowser(await bob.ticket()) as wamp:
-            await wamp.subscribe(f"user.{bob_me['user']['id']}", lambda _e: None)
-            try:
-                await wamp.subscribe(body["topic"], lambda _e: None)
-            except ApplicationError as exc:
-                assert exc.error == "wamp.error.not_authorized"
-            else:
-                raise AssertionError("bob subscribed to alice's submission")
+        wamp = await connect_browser(stack.settings, await bob.ticket())
+        try:
+            await wamp.subscribe(lambda _e: None, f"user.{bob_me['user']['id']}")
+            with pytest.raises(ApplicationError) as refused:
+                await wamp.subscribe(
+                    lambda _e: None, body["topic"], options=SubscribeOptions(match="exact")
+                )
+            assert refused.value.error == "wamp.error.not_authorized"
+        finally:
+            await close_browser(wamp)
         async with aiohttp.ClientSession() as http:
             response = await http.get(f"{stack.web_url}/api/submissions/{body['id']}")
             assert response.status == 401
@@ -89,11 +97,8 @@ async def test_forged_and_reused_tickets_are_refused(stack: Stack) -> None:
     async with HeraldClient(stack.web_url) as alice:
         await alice.login("alice", "demo")
         ticket = await alice.ticket()
-        async with WampBrowser(ticket):
-            pass
-        for bad in ({**ticket, "ticket": "forged-" + ticket["ticket"][7:]}, ticket):
-            try:
-                async with WampBrowser(bad):
-                    raise AssertionError("joined with a bad ticket")
-            except ApplicationError as exc:
-                assert exc.error == "herald.error.authentication_failed"
+        await close_browser(await connect_browser(stack.settings, ticket))
+        for bad in ("forged-" + ticket[7:], ticket):
+            with pytest.raises(JoinRefused) as refused:
+                await connect_browser(stack.settings, bad)
+            assert refused.value.reason == "herald.error.authentication_failed"

@@ -14,8 +14,8 @@ from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from herald import names
 from herald.events import EventPublisher
 from herald.names import EventType
-from tests.router.client import JoinRefused, close_browser, connect_browser
 from tests.router.e2e import Stack, backend_stack
+from tests.wamp_client import JoinRefused, close_browser, connect_browser
 
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 

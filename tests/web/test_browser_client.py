@@ -6,34 +6,25 @@ points at a closed port, which exercises the client's own reconnect loop.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.support import free_port
 from tests.web.conftest import Client, ClientFactory, Demo, login, upload_form
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 VENDOR = Path(__file__).parents[2] / "web" / "static" / "vendor" / "autobahn.min.js"
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield await browser.new_page()
-        finally:
-            await browser.close()
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context()
+    yield await context.new_page()
+    await context.close()
 
 
 async def _submission(client: Client, demo: Demo) -> int:
