@@ -7,7 +7,9 @@ so a token planted before sign-in (session fixation) is worthless afterwards.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import secrets
 from typing import Final
 
 from aiohttp import web
@@ -43,16 +45,12 @@ CSRF_EXEMPT: Final = frozenset({("POST", "/api/session"), ("POST", "/login")})
 # Routes that stream a multipart body check the form's token themselves.
 MULTIPART_CSRF_ROUTES: Final = frozenset({"api-upload", "page-upload"})
 
+
 # Verified against when the username is unknown, so that answer takes as long
 # as a wrong password and does not reveal which usernames exist.
-_DUMMY_HASH: str | None = None
-
-
-def _dummy_hash() -> str:
-    global _DUMMY_HASH
-    if _DUMMY_HASH is None:
-        _DUMMY_HASH = hash_password("herald-dummy-password-for-timing")
-    return _DUMMY_HASH
+@functools.cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def current_session(request: web.Request) -> WebSession | None:
@@ -129,7 +127,7 @@ async def authenticate(request: web.Request, username: str, password: str) -> Us
     async with request.app[DB]() as db:
         user = await db.scalar(select(User).where(User.username == username))
     if user is None or not user.is_active:
-        verify_password(_dummy_hash(), password)
+        verify_password(_decoy_hash(), password)
         raise BadCredentials()
     if not verify_password(user.password_hash, password):
         raise BadCredentials()
