@@ -212,19 +212,24 @@ class RedisQueue:
         ]
 
     async def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> list[bool]:
-        """Extend leases still held; ``False`` for a lease lost to another worker."""
-        by_queue: dict[str, list[Lease]] = {}
-        for lease in leases:
-            by_queue.setdefault(lease.queue, []).append(lease)
+        """Extend leases still held; ``False`` for a lease lost to another worker.
+
+        Answers are positional: two leases on the same job (a stale one and the
+        current one) get their own answers.
+        """
+        by_queue: dict[str, list[int]] = {}
+        for index, lease in enumerate(leases):
+            by_queue.setdefault(lease.queue, []).append(index)
         deadline = _now_ms() + int(lease_seconds * 1000)
-        results: dict[str, bool] = {}
-        for queue, group in by_queue.items():
+        alive = [False] * len(leases)
+        for queue, indexes in by_queue.items():
             args: list[str | int] = [deadline, names.job_key("")]
-            for lease in group:
-                args += [lease.id, lease.token]
+            for index in indexes:
+                args += [leases[index].id, leases[index].token]
             flags = await self._heartbeat(keys=[names.queue_leases_key(queue)], args=args)
-            results.update({lease.id: bool(flag) for lease, flag in zip(group, flags, strict=True)})
-        return [results[lease.id] for lease in leases]
+            for index, flag in zip(indexes, flags, strict=True):
+                alive[index] = bool(flag)
+        return alive
 
     async def complete(self, lease: Lease) -> bool:
         """Remove a finished job; ``False`` if this worker no longer holds it."""

@@ -1,0 +1,103 @@
+"""The Redis queue's guarantees, on a real Redis: ordering, leases, fencing, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from herald import names
+from workers.queue import Job, RedisQueue
+
+
+async def _ids(queue: RedisQueue, name: str, count: int = 100) -> list[str]:
+    return [lease.id for lease in await queue.claim(name, "w1", count, 30)]
+
+
+async def test_priority_first_then_fifo(redis: Redis) -> None:
+    """Higher priority runs first; equal priorities run in arrival order."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(
+        Job("a", "k", "q", priority=0),
+        Job("b", "k", "q", priority=5),
+        Job("c", "k", "q", priority=0),
+        Job("d", "k", "q", priority=-3),
+        Job("e", "k", "q", priority=5),
+    )
+    assert await _ids(queue, "q") == ["b", "e", "a", "c", "d"]
+
+
+async def test_enqueue_is_idempotent_while_the_job_exists(redis: Redis) -> None:
+    """Enqueuing a job id that is waiting or running changes nothing, not even its token."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    await queue.enqueue(Job("a", "k", "q"))
+    assert await queue.depth("q") == 1
+    [lease] = await queue.claim("q", "w1", 10, 30)
+    await queue.enqueue(Job("a", "k", "q"))
+    assert await queue.depth("q") == 0
+    assert await queue.complete(lease)
+
+
+async def test_a_job_leaves_redis_only_when_completed(redis: Redis) -> None:
+    """Claiming leases a job; completing it removes every trace of it."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    [lease] = await queue.claim("q", "w1", 10, 30)
+    assert await redis.exists(names.job_key("a"))
+    assert await redis.zscore(names.queue_leases_key("q"), "a") is not None
+    assert await queue.complete(lease)
+    assert not await redis.exists(names.job_key("a"))
+    assert await redis.zcard(names.queue_leases_key("q")) == 0
+
+
+async def test_expired_lease_is_recovered_and_fenced(redis: Redis) -> None:
+    """A dead worker's job returns to the queue; its stale lease can neither renew nor complete."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    [dead] = await queue.claim("q", "dead-worker", 10, lease_seconds=0.05)
+    await asyncio.sleep(0.1)  # let the lease run out: this is the clock under test
+    assert await queue.reap("q") == ["a"]
+    [alive] = await queue.claim("q", "w2", 10, 30)
+    assert alive.attempts == 2 and alive.token > dead.token
+    assert await queue.heartbeat([dead, alive], 30) == [False, True]
+    assert not await queue.complete(dead)
+    assert await queue.complete(alive)
+
+
+async def test_release_hands_the_job_back_in_its_place(redis: Redis) -> None:
+    """A released job (shutdown) is claimable again, ahead of later arrivals of its priority."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"), Job("b", "k", "q"))
+    [lease] = await queue.claim("q", "w1", 1, 30)
+    assert lease.id == "a"
+    assert await queue.release(lease)
+    assert not await queue.release(lease)  # no longer held
+    assert await _ids(queue, "q") == ["a", "b"]
+
+
+async def test_paused_queue_hands_out_nothing_until_resumed(redis: Redis) -> None:
+    """While paused, claims return nothing and jobs wait; resuming drains them."""
+    queue = RedisQueue(redis)
+    await queue.pause("q")
+    await queue.enqueue(Job("a", "k", "q"))
+    assert await queue.claim("q", "w1", 10, 30) == []
+    await queue.resume("q")
+    assert await _ids(queue, "q") == ["a"]
+
+
+async def test_wait_wakes_on_enqueue(redis: Redis) -> None:
+    """A worker blocked on an empty queue wakes when a job arrives, not at its timeout."""
+    queue = RedisQueue(redis)
+    waiter = asyncio.create_task(queue.wait(["q"], seconds=30))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await queue.enqueue(Job("a", "k", "q"))
+    await asyncio.wait_for(waiter, 5)
+
+
+def test_priority_is_bounded() -> None:
+    """Priorities outside -100..100 are refused (they would break the score's ordering)."""
+    with pytest.raises(ValueError, match="priority"):
+        Job("a", "k", "q", priority=101)
