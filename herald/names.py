@@ -114,6 +114,11 @@ def queue_leases_key(queue: str) -> str:
     return f"{KEY_PREFIX}q:{queue}:leases"
 
 
+def queue_delayed_key(queue: str) -> str:
+    """Sorted set of job ids waiting for a time (retry backoff, run-at), scored by due time (ms)."""
+    return f"{KEY_PREFIX}q:{queue}:delayed"
+
+
 def queue_wake_key(queue: str) -> str:
     """List workers block on when the queue is empty; enqueues push a token."""
     return f"{KEY_PREFIX}q:{queue}:wake"

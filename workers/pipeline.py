@@ -14,11 +14,19 @@ from herald.models import Submission, Task, TaskStatus, utcnow
 __all__ = ["SUBMISSION_STEPS", "PipelineStep", "plan_submission_tasks", "step_kind"]
 
 
+MAX_RETRY_DELAY = 300.0
+
+
 @dataclass(frozen=True)
 class PipelineStep:
     name: str
     queue: str
     label: str
+    retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
+
+    def retry_delay(self, attempt: int) -> float:
+        """Backoff after failed attempt ``attempt`` (1-based): base, 2×base, 4×base… capped."""
+        return min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_DELAY)
 
 
 # I/O-bound steps share the "io" queue; CPU-bound ones the "cpu" queue, so a

@@ -5,6 +5,9 @@ Layout per queue (names in :mod:`herald.names`):
 - ``ready``  sorted set of job ids, score = (100 - priority) * 2**40 + arrival,
   so higher priority runs first and equal priorities run in arrival order;
 - ``leases`` sorted set of job ids being run, score = lease deadline (ms);
+- ``delayed`` sorted set of job ids waiting for a time (a retry's backoff, a
+  run-at), score = due time (ms); :meth:`RedisQueue.promote` moves due ones to
+  ``ready``. Delayed work lives in Redis, never in a worker's memory;
 - ``job:{id}`` hash: kind, queue, score, attempts, max_attempts, token.
 
 A claim moves ids from ``ready`` to ``leases`` and bumps each job's fencing
@@ -32,7 +35,8 @@ MAX_PRIORITY = 100
 _ARRIVAL_SPAN = 2**40
 
 _ENQUEUE = """
--- KEYS: ready, job, wake, arrivals, queues   ARGV: id, kind, queue, priority, max_attempts
+-- KEYS: ready, job, wake, arrivals, queues, delayed
+-- ARGV: id, kind, queue, priority, max_attempts, due_ms (0: now)
 -- A job that already exists (waiting or running) is left alone: overwriting its
 -- hash would reset the fencing token of the worker running it.
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -40,8 +44,12 @@ local arrival = redis.call('INCR', KEYS[4])
 local score = (100 - tonumber(ARGV[4])) * 1099511627776 + arrival
 redis.call('HSET', KEYS[2], 'kind', ARGV[2], 'queue', ARGV[3], 'score', score,
            'attempts', 0, 'max_attempts', ARGV[5], 'token', 0)
-redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[3])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('ZADD', KEYS[6], ARGV[6], ARGV[1])
+  return score
+end
+redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
 redis.call('LPUSH', KEYS[3], '1')
 redis.call('LTRIM', KEYS[3], 0, 63)
 return score
@@ -91,13 +99,32 @@ return 1
 """
 
 _RELEASE = """
--- KEYS: leases, ready, job, wake   ARGV: id, token
+-- KEYS: leases, ready, job, wake, delayed   ARGV: id, token, due_ms (0: now)
 if redis.call('HGET', KEYS[3], 'token') ~= ARGV[2] then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+  return 1
+end
 redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[3], 'score'), ARGV[1])
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, 63)
 return 1
+"""
+
+_PROMOTE = """
+-- KEYS: delayed, ready, wake   ARGV: now_ms, job_prefix
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local score = redis.call('HGET', ARGV[2] .. id, 'score')
+  if score then redis.call('ZADD', KEYS[2], score, id) end
+end
+if #due > 0 then
+  redis.call('LPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 63)
+end
+return #due
 """
 
 _REAP = """
@@ -169,9 +196,14 @@ class RedisQueue:
         self._complete = redis.register_script(_COMPLETE)
         self._release = redis.register_script(_RELEASE)
         self._reap = redis.register_script(_REAP)
+        self._promote = redis.register_script(_PROMOTE)
 
-    async def enqueue(self, *jobs: Job) -> None:
-        """Add jobs; a job id already waiting or running is left as it is (idempotent)."""
+    async def enqueue(self, *jobs: Job, at: float | None = None) -> None:
+        """Add jobs, to run now or at the UNIX time ``at``.
+
+        A job id already waiting or running is left as it is (idempotent).
+        """
+        due = int(at * 1000) if at is not None and at * 1000 > _now_ms() else 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 await self._enqueue(
@@ -181,8 +213,9 @@ class RedisQueue:
                         names.queue_wake_key(job.queue),
                         names.QUEUE_ARRIVALS_KEY,
                         names.QUEUES_KEY,
+                        names.queue_delayed_key(job.queue),
                     ],
-                    args=[job.id, job.kind, job.queue, job.priority, job.max_attempts],
+                    args=[job.id, job.kind, job.queue, job.priority, job.max_attempts, due],
                     client=pipe,
                 )
             await pipe.execute()
@@ -239,18 +272,35 @@ class RedisQueue:
         )
         return bool(done)
 
-    async def release(self, lease: Lease) -> bool:
-        """Hand a job back to its queue (shutdown or retry); ``False`` if no longer held."""
+    async def release(self, lease: Lease, delay_seconds: float = 0.0) -> bool:
+        """Hand a job back to its queue, at once (shutdown) or after a delay (retry).
+
+        ``False`` if this worker no longer holds the lease.
+        """
+        due = _now_ms() + int(delay_seconds * 1000) if delay_seconds > 0 else 0
         done = await self._release(
             keys=[
                 names.queue_leases_key(lease.queue),
                 names.queue_ready_key(lease.queue),
                 names.job_key(lease.id),
                 names.queue_wake_key(lease.queue),
+                names.queue_delayed_key(lease.queue),
             ],
-            args=[lease.id, lease.token],
+            args=[lease.id, lease.token, due],
         )
         return bool(done)
+
+    async def promote(self, queue: str) -> int:
+        """Move delayed jobs that are due onto ``ready``; returns how many."""
+        moved = await self._promote(
+            keys=[
+                names.queue_delayed_key(queue),
+                names.queue_ready_key(queue),
+                names.queue_wake_key(queue),
+            ],
+            args=[_now_ms(), names.job_key("")],
+        )
+        return int(moved)
 
     async def reap(self, queue: str) -> list[str]:
         """Put jobs whose lease has expired (their worker died) back on ``ready``."""

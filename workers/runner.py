@@ -215,8 +215,12 @@ class JobRunner:
         if lease.attempts >= lease.max_attempts:
             await self._finish_failed(task, lease, f"{type(exc).__name__}: {exc}", text, ctx)
             return
-        log.warning("step.retry", attempt=lease.attempts, error=repr(exc), exc_info=exc)
-        task.status, task.detail = TaskStatus.QUEUED, f"retrying after an error: {exc}"
+        delay = ctx.step.retry_delay(lease.attempts)
+        log.warning(
+            "step.retry", attempt=lease.attempts, delay=delay, error=repr(exc), exc_info=exc
+        )
+        task.status = TaskStatus.QUEUED
+        task.detail = f"retrying in {delay:.0f}s after an error: {exc}"
         async with self.sessions.begin() as db:
             await db.execute(
                 update(Task)
@@ -231,7 +235,7 @@ class JobRunner:
                     detail=repr(exc),
                 )
             )
-        await self.queue.release(lease)
+        await self.queue.release(lease, delay_seconds=delay)
         await ctx.emit(EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING)
 
     async def _finish_failed(

@@ -28,6 +28,8 @@ DEFAULT_QUEUES = ("io", "cpu")
 HEARTBEAT_SECONDS = 2.0
 LEASE_SECONDS = 3 * HEARTBEAT_SECONDS
 SHUTDOWN_GRACE_SECONDS = 10.0
+# How late a due delayed job (a retry after its backoff) may start.
+PROMOTE_SECONDS = 0.5
 
 
 class Worker:
@@ -125,13 +127,15 @@ class Worker:
                     task.cancel()
 
     async def _reap(self, stop: asyncio.Event) -> None:
+        """Recover expired leases and promote due delayed jobs, on every queue served."""
         while not stop.is_set():
             for name in self.queues:
                 recovered = await self.queue.reap(name)
                 if recovered:
                     log.warning("jobs.recovered", queue=name, task_ids=recovered)
+                await self.queue.promote(name)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+                await asyncio.wait_for(stop.wait(), PROMOTE_SECONDS)
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +15,20 @@ from sqlalchemy import select
 
 from herald.db import create_engine, session_factory
 from herald.demo import load_demo_data
-from herald.models import Assignment, Submission, SubmissionStatus, Task, TaskStatus, User
+from herald.models import (
+    Assignment,
+    Submission,
+    SubmissionStatus,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    User,
+)
 from herald.names import submission_topic
 from herald.settings import Settings
 from tests.support import eventually
-from workers import worker
+from workers import pipeline, steps, worker
+from workers.context import StepContext
 from workers.pipeline import SUBMISSION_STEPS, plan_submission_tasks
 from workers.queue import RedisQueue, job_for
 from workers.scanner import EICAR_SIGNATURE
@@ -147,3 +157,68 @@ async def test_infected_upload_is_quarantined_and_rejected(
     assert sub.stored_path is None
     assert Path(sub.upload_path).parent.name == "quarantine"
     assert not (settings.files_dir / "objects").exists()
+
+
+async def test_transient_failure_is_retried_with_backoff(
+    settings: Settings,
+    redis: Redis,
+    running_worker: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step failing twice is retried after 1 s then 2 s, and the submission completes."""
+    real = steps.HANDLERS["analyse"]
+    failures = 0
+
+    async def flaky(ctx: StepContext, submission: Submission) -> steps.StepOutcome:
+        nonlocal failures
+        if failures < 2:  # the injected fault: a transient I/O error
+            failures += 1
+            raise OSError("transient: file server unavailable")
+        return await real(ctx, submission)
+
+    monkeypatch.setitem(steps.HANDLERS, "analyse", flaky)
+    sub_id = await _submit(settings, b"three little words\n", "short.txt", "text/plain")
+    sub, tasks = await _wait_final(settings, sub_id)
+    assert sub.status == SubmissionStatus.COMPLETE
+    analyse = tasks[-1]
+    assert analyse.status == TaskStatus.DONE and analyse.attempts == 3
+    starts = await _event_times(settings, analyse.id, TaskStatus.RUNNING)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 2
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0
+
+
+async def test_persistent_failure_fails_after_max_attempts(
+    settings: Settings,
+    redis: Redis,
+    running_worker: asyncio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step that always raises ends failed after 3 attempts, with its traceback kept."""
+
+    async def broken(ctx: StepContext, submission: Submission) -> steps.StepOutcome:
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(steps.HANDLERS, "verify", broken)
+    monkeypatch.setattr(pipeline.PipelineStep, "retry_delay", lambda self, attempt: 0.05)
+    sub_id = await _submit(settings, b"doomed\n", "doomed.txt", "text/plain")
+    sub, tasks = await _wait_final(settings, sub_id)
+    assert sub.status == SubmissionStatus.FAILED
+    assert "upload the file again" in (sub.status_detail or "")
+    verify = tasks[0]
+    assert verify.status == TaskStatus.FAILED and verify.attempts == 3
+    assert "Traceback" in (verify.error or "") and "handler bug" in (verify.error or "")
+    assert [t.status for t in tasks[1:]] == [TaskStatus.SKIPPED] * 3
+
+
+async def _event_times(settings: Settings, task_id: int, status: TaskStatus) -> list[float]:
+    engine = create_engine(settings)
+    async with session_factory(engine)() as db:
+        rows = await db.scalars(
+            select(TaskEvent.at)
+            .where(TaskEvent.task_id == task_id, TaskEvent.status == status)
+            .order_by(TaskEvent.id)
+        )
+        times = [at.timestamp() for at in rows]
+    await engine.dispose()
+    return times

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
@@ -101,3 +102,29 @@ def test_priority_is_bounded() -> None:
     """Priorities outside -100..100 are refused (they would break the score's ordering)."""
     with pytest.raises(ValueError, match="priority"):
         Job("a", "k", "q", priority=101)
+
+
+async def test_delayed_release_waits_in_redis_until_due(redis: Redis) -> None:
+    """A retry's backoff keeps the job in Redis's delayed set until due, then it is claimable."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    [lease] = await queue.claim("q", "w1", 10, 30)
+    assert await queue.release(lease, delay_seconds=0.2)
+    assert await redis.zscore(names.queue_delayed_key("q"), "a") is not None
+    assert await queue.promote("q") == 0
+    assert await queue.claim("q", "w1", 10, 30) == []
+    await asyncio.sleep(0.25)  # the backoff under test
+    assert await queue.promote("q") == 1
+    [again] = await queue.claim("q", "w1", 10, 30)
+    assert again.id == "a" and again.attempts == 2
+
+
+async def test_enqueue_at_a_future_time(redis: Redis) -> None:
+    """A job enqueued for a later time is not handed out before it; a past time means now."""
+    queue = RedisQueue(redis)
+    now = time.time()
+    await queue.enqueue(Job("later", "k", "q"), at=now + 3600)
+    await queue.enqueue(Job("past", "k", "q"), at=now - 10)
+    await queue.promote("q")
+    assert await _ids(queue, "q") == ["past"]
+    assert await redis.zscore(names.queue_delayed_key("q"), "later") is not None
