@@ -23,10 +23,10 @@ __all__ = ["DEFAULT_QUEUES", "LEASE_SECONDS", "Worker", "serve"]
 log = get_logger(__name__)
 
 DEFAULT_QUEUES = ("io", "cpu")
-# A lease lasts three heartbeats: a dead worker's jobs are back within about
-# two heartbeat intervals of its last renewal.
-HEARTBEAT_SECONDS = 2.0
-LEASE_SECONDS = 3 * HEARTBEAT_SECONDS
+# A lease outlives one missed heartbeat but not two: a dead worker's jobs are
+# back on the queue within about two heartbeat intervals (plus one reaper pass).
+HEARTBEAT_SECONDS = 1.0
+LEASE_SECONDS = 2.5 * HEARTBEAT_SECONDS
 SHUTDOWN_GRACE_SECONDS = 10.0
 # How late a due delayed job (a retry after its backoff) may start.
 PROMOTE_SECONDS = 0.5

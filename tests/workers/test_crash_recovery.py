@@ -1,0 +1,108 @@
+"""SIGKILL a worker process mid-job, again and again: nothing is lost, nothing is
+done twice, and the dead worker's jobs are back within the lease bound."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from herald import names
+from herald.db import create_engine, session_factory
+from herald.models import Submission, SubmissionStatus, TaskEvent, TaskStatus
+from herald.settings import Settings
+from herald.supervisor import Supervisor
+from tests.conftest import stack_env
+from tests.support import eventually
+from tests.workers.test_pipeline import _submit
+from workers.pipeline import SUBMISSION_STEPS
+from workers.worker import LEASE_SECONDS
+
+SUBMISSIONS = 24
+KILLS = 5
+# Lease length plus one reaper pass plus scheduling slack on a loaded 2-core machine.
+RECOVERY_BOUND = LEASE_SECONDS + 0.5 + 1.5
+
+
+async def _jobs_held_by(redis: Redis, worker_id: str) -> list[str]:
+    """Job ids whose latest claim is by ``worker_id`` and that still exist."""
+    held = []
+    async for key in redis.scan_iter(match=names.job_key("*"), count=500):
+        if (await redis.hget(key, "worker") or b"").decode() == worker_id:
+            held.append(key.decode().rsplit(":", 1)[1])
+    return held
+
+
+async def test_sigkilled_workers_lose_nothing_and_repeat_nothing(
+    tmp_path: Path, redis_server: str, database_url: str, redis: Redis
+) -> None:
+    """Five SIGKILLs at random moments: every submission completes, each step is recorded
+    done exactly once, and each dead worker's jobs are reclaimed within the lease bound."""
+    env = stack_env(tmp_path, redis_server, database_url, HERALD_WORKER_CONCURRENCY="4")
+    settings = Settings.from_env(env)
+    rng = random.Random(20261123)
+    ids = []
+    for index in range(SUBMISSIONS):
+        # ~3 MB each: long enough that kills land inside handlers.
+        body = os.urandom(16) + (f"essay {index} " * 250_000).encode()
+        ids.append(await _submit(settings, body, f"essay-{index}.txt", "text/plain"))
+
+    supervisor = Supervisor(settings, {**os.environ, **env}, log_dir=tmp_path / "logs")
+    recoveries = []
+    try:
+        for _ in range(KILLS):
+            worker = supervisor.start_service("worker")
+            await asyncio.sleep(rng.uniform(0.2, 1.2))  # random point mid-run: the fault
+            dead_id = f"{os.uname().nodename}:{worker.proc.pid}"
+            held = await _jobs_held_by(redis, dead_id)
+            worker.proc.kill()
+            worker.proc.wait()
+            killed_at = time.monotonic()
+            supervisor.start_service("worker")
+            if held:
+
+                async def recovered(dead: str = dead_id) -> bool:
+                    return not await _jobs_held_by(redis, dead)
+
+                await eventually(recovered, timeout=30, what="the dead worker's jobs")
+                recoveries.append(time.monotonic() - killed_at)
+
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+
+        async def all_complete() -> bool:
+            async with sessions() as db:
+                done = await db.scalar(
+                    select(func.count())
+                    .select_from(Submission)
+                    .where(Submission.status == SubmissionStatus.COMPLETE)
+                )
+            return done == SUBMISSIONS
+
+        await eventually(all_complete, timeout=120, what="every submission to complete")
+        async with sessions() as db:
+            done_events = (
+                await db.execute(
+                    select(TaskEvent.task_id, func.count())
+                    .where(TaskEvent.status == TaskStatus.DONE)
+                    .group_by(TaskEvent.task_id)
+                )
+            ).all()
+            stored = {s.stored_path for s in (await db.scalars(select(Submission))).all()}
+        await engine.dispose()
+    finally:
+        supervisor.stop_all()
+
+    assert len(done_events) == SUBMISSIONS * len(SUBMISSION_STEPS)
+    assert {count for _, count in done_events} == {1}, "a step was recorded done twice"
+    assert len(stored) == SUBMISSIONS and all(Path(p or "").exists() for p in stored)
+    print(f"recovery after SIGKILL (s): {[round(r, 2) for r in recoveries]}")
+    assert recoveries, "no kill landed while the worker held a job"
+    assert max(recoveries) <= RECOVERY_BOUND, recoveries
+    assert await redis.zcard(names.queue_leases_key("io")) == 0
+    assert await redis.zcard(names.queue_leases_key("cpu")) == 0
