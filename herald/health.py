@@ -11,6 +11,7 @@ import socket
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from herald import names
 
@@ -37,11 +38,14 @@ async def keep_health(
     try:
         while not stop.is_set():
             body = json.dumps({"at": time.time(), **details}, default=str)
-            await redis.set(key, body, ex=int(HEALTH_TTL))
+            # Redis down: the key lapses, which is the truth; try again next beat.
+            with contextlib.suppress(RedisError):
+                await redis.set(key, body, ex=int(HEALTH_TTL))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL)
     finally:
-        await asyncio.shield(redis.delete(key))
+        with contextlib.suppress(RedisError):
+            await asyncio.shield(redis.delete(key))
 
 
 async def is_healthy(redis: Redis, process: str, instance: str) -> bool:

@@ -234,6 +234,9 @@ class Task(Base):
     result: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # Fencing in the DB: set by each run when it starts; every later write of that
+    # run is conditional on it, so a run that has been superseded writes nothing.
+    run_id: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

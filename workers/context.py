@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.events import EventPublisher
-from herald.models import SUBMISSION_FINAL, SubmissionStatus, Task, TaskStatus
+from herald.models import SUBMISSION_FINAL, SubmissionStatus, Task
 from herald.names import EventType, submission_topic
 from herald.settings import Settings
 from workers.pipeline import SUBMISSION_STEPS, PipelineStep
@@ -79,9 +79,10 @@ class StepContext:
         if detail is not None:
             self.task.detail = detail
         async with self.sessions.begin() as db:
+            # Only this run's progress counts (see runner's DB fencing).
             await db.execute(
                 update(Task)
-                .where(Task.id == self.task.id, Task.status == TaskStatus.RUNNING)
+                .where(Task.id == self.task.id, Task.run_id == self.task.run_id)
                 .values(progress=self.task.progress, detail=self.task.detail)
             )
         await self.emit(EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING)

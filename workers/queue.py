@@ -10,7 +10,7 @@ Layout per queue (names in :mod:`herald.names`):
   ``ready``. Delayed work lives in Redis, never in a worker's memory;
 - ``job:{id}`` hash: kind, queue, score, attempts, max_attempts, token.
 
-A claim moves ids from ``ready`` to ``leases`` and bumps each job's fencing
+A claim moves ids from ``ready`` to ``leases`` and gives each job a new random fencing
 ``token`` in one Lua script. A job leaves Redis only in :meth:`RedisQueue.complete`,
 which checks that token: a worker whose lease expired (and whose job another
 worker took over) cannot complete it. Expired leases go back to ``ready`` via
@@ -19,6 +19,7 @@ worker took over) cannot complete it. Expired leases go back to ``ready`` via
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local arrival = redis.call('INCR', KEYS[4])
 local score = (100 - tonumber(ARGV[4])) * 1099511627776 + arrival
 redis.call('HSET', KEYS[2], 'kind', ARGV[2], 'queue', ARGV[3], 'score', score,
-           'attempts', 0, 'max_attempts', ARGV[5], 'token', 0)
+           'attempts', 0, 'max_attempts', ARGV[5], 'token', '')
 redis.call('SADD', KEYS[5], ARGV[3])
 if tonumber(ARGV[6]) > 0 then
   redis.call('ZADD', KEYS[6], ARGV[6], ARGV[1])
@@ -56,7 +57,7 @@ return score
 """
 
 _CLAIM = """
--- KEYS: ready, leases, paused   ARGV: deadline_ms, count, job_prefix, worker
+-- KEYS: ready, leases, paused   ARGV: deadline_ms, count, job_prefix, worker, nonce
 if redis.call('EXISTS', KEYS[3]) == 1 then return {} end
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
 local out = {}
@@ -64,7 +65,9 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[3] .. id
   if redis.call('EXISTS', key) == 1 then
-    local token = redis.call('HINCRBY', key, 'token', 1)
+    -- A random token (not a counter): unique even after Redis lost and re-made the job.
+    local token = ARGV[5] .. ':' .. i
+    redis.call('HSET', key, 'token', token)
     local attempts = redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HSET', key, 'worker', ARGV[4])
     redis.call('ZADD', KEYS[2], ARGV[1], id)
@@ -165,7 +168,7 @@ class Lease:
     id: str
     queue: str
     kind: str
-    token: int
+    token: str
     attempts: int
     max_attempts: int
 
@@ -230,14 +233,20 @@ class RedisQueue:
                 names.queue_leases_key(queue),
                 names.queue_paused_key(queue),
             ],
-            args=[_now_ms() + int(lease_seconds * 1000), count, names.job_key(""), worker_id],
+            args=[
+                _now_ms() + int(lease_seconds * 1000),
+                count,
+                names.job_key(""),
+                worker_id,
+                secrets.token_hex(8),
+            ],
         )
         return [
             Lease(
                 id=_text(row[0]),
                 queue=queue,
                 kind=_text(row[3]),
-                token=int(row[1]),
+                token=_text(row[1]),
                 attempts=int(row[2]),
                 max_attempts=int(row[4]),
             )

@@ -8,6 +8,8 @@ task row already finished and only makes sure the next job is queued.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import traceback
 from typing import Any
 
@@ -37,6 +39,30 @@ from workers.steps import HANDLERS, StepFailed, StepOutcome
 __all__ = ["JobRunner"]
 
 log = get_logger(__name__)
+
+
+class Superseded(Exception):
+    """Another run of the same task has started since this one: it must write nothing."""
+
+
+async def _fenced_update(db: AsyncSession, task: Task, **values: Any) -> None:
+    """Update the task row only if this run is still the task's current run.
+
+    Redis leases fence Redis; this fences the DB. Without it, a run whose lease
+    was lost (or whose job Redis forgot and the reconciler re-queued) could
+    commit its result beside the new run's.
+    """
+    result = await db.execute(
+        update(Task)
+        .where(
+            Task.id == task.id,
+            Task.run_id.is_not_distinct_from(task.run_id),
+            Task.status.not_in(TASK_TERMINAL),
+        )
+        .values(**values)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise Superseded(task.id)
 
 
 class JobRunner:
@@ -89,28 +115,45 @@ class JobRunner:
             reason = f"gave up after {lease.max_attempts} attempts (its workers were lost)"
             await self._finish_failed(task, lease, reason, ctx=ctx)
             return
-        await self._mark_running(task, lease)
+        if not await self._mark_running(task, lease):
+            # Finished by another run between our read and now.
+            await self.queue.complete(lease)
+            return
         await ctx.emit(EventType.STEP_STARTED, SubmissionStatus.PROCESSING)
         try:
-            outcome = await HANDLERS[step.name](ctx, task.submission)
-        except StepFailed as exc:
-            await self._finish_failed(task, lease, str(exc), ctx=ctx)
-            return
-        except Exception as exc:
-            await self._retry_or_fail(task, lease, exc, ctx)
-            return
-        await self._finish_done(task, lease, outcome, ctx)
+            try:
+                outcome = await HANDLERS[step.name](ctx, task.submission)
+            except StepFailed as exc:
+                await self._finish_failed(task, lease, str(exc), ctx=ctx)
+                return
+            except (Superseded, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                await self._retry_or_fail(task, lease, exc, ctx)
+                return
+            await self._finish_done(task, lease, outcome, ctx)
+        except Superseded:
+            # The job is another run's now: leave its lease and its row alone.
+            log.warning("step.superseded", attempt=lease.attempts)
 
-    async def _mark_running(self, task: Task, lease: Lease) -> None:
+    async def _mark_running(self, task: Task, lease: Lease) -> bool:
+        """Start a new run of the task; ``False`` if it has already finished."""
         now = utcnow()
-        task.status, task.attempts, task.started_at = TaskStatus.RUNNING, lease.attempts, now
-        task.progress, task.error = 0, None
+        run_id = secrets.token_hex(8)
         async with self.sessions.begin() as db:
-            await db.execute(
+            result = await db.execute(
                 update(Task)
-                .where(Task.id == task.id)
-                .values(status=task.status, attempts=task.attempts, started_at=now, progress=0)
+                .where(Task.id == task.id, Task.status.not_in(TASK_TERMINAL))
+                .values(
+                    status=TaskStatus.RUNNING,
+                    attempts=lease.attempts,
+                    started_at=now,
+                    progress=0,
+                    run_id=run_id,
+                )
             )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                return False
             if task.submission_id is not None:
                 await db.execute(
                     update(Submission)
@@ -120,8 +163,11 @@ class JobRunner:
                     )
                     .values(status=SubmissionStatus.PROCESSING)
                 )
-            db.add(TaskEvent(task_id=task.id, status=task.status, attempt=lease.attempts))
+            db.add(TaskEvent(task_id=task.id, status=TaskStatus.RUNNING, attempt=lease.attempts))
+        task.status, task.attempts, task.started_at = TaskStatus.RUNNING, lease.attempts, now
+        task.progress, task.error, task.run_id = 0, None, run_id
         log.info("step.started", attempt=lease.attempts)
+        return True
 
     async def _finish_done(
         self, task: Task, lease: Lease, outcome: StepOutcome, ctx: StepContext
@@ -132,23 +178,15 @@ class JobRunner:
             sub_status = SubmissionStatus.REJECTED
         else:
             sub_status = SubmissionStatus.COMPLETE if last else SubmissionStatus.PROCESSING
-        task.status, task.progress, task.detail, task.finished_at = (
-            TaskStatus.DONE,
-            100,
-            outcome.detail,
-            now,
-        )
         async with self.sessions.begin() as db:
-            await db.execute(
-                update(Task)
-                .where(Task.id == task.id)
-                .values(
-                    status=TaskStatus.DONE,
-                    progress=100,
-                    detail=outcome.detail,
-                    result=outcome.result,
-                    finished_at=now,
-                )
+            await _fenced_update(
+                db,
+                task,
+                status=TaskStatus.DONE,
+                progress=100,
+                detail=outcome.detail,
+                result=outcome.result,
+                finished_at=now,
             )
             db.add(TaskEvent(task_id=task.id, status=TaskStatus.DONE, attempt=lease.attempts))
             submission_values: dict[str, Any] = {**outcome.submission_updates}
@@ -162,6 +200,12 @@ class JobRunner:
                 )
             later = TaskStatus.SKIPPED if outcome.reject else TaskStatus.QUEUED
             await self._advance_chain(db, task, later)
+        task.status, task.progress, task.detail, task.finished_at = (
+            TaskStatus.DONE,
+            100,
+            outcome.detail,
+            now,
+        )
         await self._enqueue_next(task)
         await self.queue.complete(lease)
         await ctx.emit(EventType.STEP_DONE, sub_status, outcome.reject)
@@ -219,14 +263,9 @@ class JobRunner:
         log.warning(
             "step.retry", attempt=lease.attempts, delay=delay, error=repr(exc), exc_info=exc
         )
-        task.status = TaskStatus.QUEUED
-        task.detail = f"retrying in {delay:.0f}s after an error: {exc}"
+        detail = f"retrying in {delay:.0f}s after an error: {exc}"
         async with self.sessions.begin() as db:
-            await db.execute(
-                update(Task)
-                .where(Task.id == task.id)
-                .values(status=TaskStatus.QUEUED, error=text, detail=task.detail)
-            )
+            await _fenced_update(db, task, status=TaskStatus.QUEUED, error=text, detail=detail)
             db.add(
                 TaskEvent(
                     task_id=task.id,
@@ -235,6 +274,7 @@ class JobRunner:
                     detail=repr(exc),
                 )
             )
+        task.status, task.detail = TaskStatus.QUEUED, detail
         await self.queue.release(lease, delay_seconds=delay)
         await ctx.emit(EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING)
 
@@ -248,14 +288,14 @@ class JobRunner:
     ) -> None:
         now = utcnow()
         message = f"Processing failed: {reason}. Please upload the file again or contact staff."
-        task.status, task.detail, task.finished_at = TaskStatus.FAILED, reason, now
         async with self.sessions.begin() as db:
-            await db.execute(
-                update(Task)
-                .where(Task.id == task.id)
-                .values(
-                    status=TaskStatus.FAILED, detail=reason, error=trace or reason, finished_at=now
-                )
+            await _fenced_update(
+                db,
+                task,
+                status=TaskStatus.FAILED,
+                detail=reason,
+                error=trace or reason,
+                finished_at=now,
             )
             db.add(
                 TaskEvent(
@@ -269,6 +309,7 @@ class JobRunner:
                     .values(status=SubmissionStatus.FAILED, status_detail=message)
                 )
                 await self._advance_chain(db, task, TaskStatus.SKIPPED)
+        task.status, task.detail, task.finished_at = TaskStatus.FAILED, reason, now
         await self.queue.complete(lease)
         if ctx is not None:
             await ctx.emit(EventType.STEP_FAILED, SubmissionStatus.FAILED, message)

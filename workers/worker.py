@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from herald.db import create_engine, session_factory
 from herald.events import EventPublisher
@@ -16,6 +17,7 @@ from herald.health import instance_id, keep_health
 from herald.logs import get_logger
 from herald.settings import Settings
 from workers.queue import Lease, RedisQueue
+from workers.reconciler import reconcile_once_per_cluster
 from workers.runner import JobRunner
 
 __all__ = ["DEFAULT_QUEUES", "LEASE_SECONDS", "Worker", "serve"]
@@ -30,6 +32,9 @@ LEASE_SECONDS = 2.5 * HEARTBEAT_SECONDS
 SHUTDOWN_GRACE_SECONDS = 10.0
 # How late a due delayed job (a retry after its backoff) may start.
 PROMOTE_SECONDS = 0.5
+# How often one worker of the cluster checks the DB for work Redis has lost.
+RECONCILE_SECONDS = 30.0
+MAX_OUTAGE_BACKOFF = 5.0
 
 
 class Worker:
@@ -54,8 +59,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         helpers = {
-            asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
-            asyncio.create_task(self._reap(stop), name="reaper"),
+            asyncio.create_task(self._forever(stop, "heartbeat", self._heartbeat_once)),
+            asyncio.create_task(self._forever(stop, "reaper", self._reap_once)),
+            asyncio.create_task(self._forever(stop, "reconciler", self._reconcile_once)),
             asyncio.create_task(
                 keep_health(self.redis, "worker", self.id, stop, queues=self.queues),
                 name="health",
@@ -63,7 +69,7 @@ class Worker:
         }
         log.info("worker.started", queues=self.queues, concurrency=self.concurrency)
         try:
-            await self._claim_loop(stop)
+            await self._forever(stop, "claim", self._claim_once)
         finally:
             await self._shutdown()
             stop.set()
@@ -72,22 +78,37 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("worker.stopped")
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    async def _forever(
+        self, stop: asyncio.Event, what: str, once: Callable[[asyncio.Event], Awaitable[None]]
+    ) -> None:
+        """Run ``once`` until stopped, riding out Redis outages with backoff."""
+        failures = 0
         while not stop.is_set():
-            free = self.concurrency - len(self._running)
-            claimed = 0
-            for name in self.queues:
-                if free - claimed <= 0:
-                    break
-                for lease in await self.queue.claim(name, self.id, free - claimed, LEASE_SECONDS):
-                    claimed += 1
-                    self._start(lease)
-            if claimed:
-                continue
-            if free <= 0:
-                await self._wait_for_slot(stop)
-            else:
-                await self.queue.wait(self.queues, seconds=1.0)
+            try:
+                await once(stop)
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, MAX_OUTAGE_BACKOFF)
+                log.warning("redis.unavailable", loop=what, error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _claim_once(self, stop: asyncio.Event) -> None:
+        free = self.concurrency - len(self._running)
+        claimed = 0
+        for name in self.queues:
+            if free - claimed <= 0:
+                break
+            for lease in await self.queue.claim(name, self.id, free - claimed, LEASE_SECONDS):
+                claimed += 1
+                self._start(lease)
+        if claimed:
+            return
+        if free <= 0:
+            await self._wait_for_slot(stop)
+        else:
+            await self.queue.wait(self.queues, seconds=1.0)
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(self._run_one(lease), name=f"job-{lease.id}")
@@ -112,30 +133,33 @@ class Worker:
         finally:
             stopping.cancel()
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
-            running = list(self._running.items())
-            if not running:
-                continue
-            alive = await self.queue.heartbeat([lease for _, lease in running], LEASE_SECONDS)
-            for (task, lease), held in zip(running, alive, strict=True):
-                if not held:
-                    # Another worker owns it now (our lease expired): stop our copy.
-                    log.warning("lease.lost", task_id=lease.id)
-                    task.cancel()
+    async def _heartbeat_once(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+        running = list(self._running.items())
+        if not running:
+            return
+        alive = await self.queue.heartbeat([lease for _, lease in running], LEASE_SECONDS)
+        for (task, lease), held in zip(running, alive, strict=True):
+            if not held:
+                # Another worker owns it now (our lease expired): stop our copy.
+                log.warning("lease.lost", task_id=lease.id)
+                task.cancel()
 
-    async def _reap(self, stop: asyncio.Event) -> None:
+    async def _reap_once(self, stop: asyncio.Event) -> None:
         """Recover expired leases and promote due delayed jobs, on every queue served."""
-        while not stop.is_set():
-            for name in self.queues:
-                recovered = await self.queue.reap(name)
-                if recovered:
-                    log.warning("jobs.recovered", queue=name, task_ids=recovered)
-                await self.queue.promote(name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), PROMOTE_SECONDS)
+        for name in self.queues:
+            recovered = await self.queue.reap(name)
+            if recovered:
+                log.warning("jobs.recovered", queue=name, task_ids=recovered)
+            await self.queue.promote(name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PROMOTE_SECONDS)
+
+    async def _reconcile_once(self, stop: asyncio.Event) -> None:
+        await reconcile_once_per_cluster(self.runner.sessions, self.queue, RECONCILE_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RECONCILE_SECONDS)
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
