@@ -74,14 +74,18 @@ def _cmd_router(settings: Settings, _args: argparse.Namespace) -> int:
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
         return asyncio.run(_worker_check(settings))
-    from workers.worker import serve
+    from workers.worker import UnsafeRedis, serve
 
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
 
     async def service(s: Settings, stop: asyncio.Event) -> None:
         await serve(s, stop, queues=queues, concurrency=args.concurrency)
 
-    return _run_service(settings, "worker", service)
+    try:
+        return _run_service(settings, "worker", service)
+    except UnsafeRedis as exc:
+        print(f"herald worker: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _worker_check(settings: Settings) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from herald.db import create_engine, session_factory
 from herald.events import EventPublisher
@@ -20,7 +20,14 @@ from workers.queue import Lease, RedisQueue
 from workers.reconciler import reconcile_once_per_cluster
 from workers.runner import JobRunner
 
-__all__ = ["DEFAULT_QUEUES", "LEASE_SECONDS", "Worker", "serve"]
+__all__ = [
+    "DEFAULT_QUEUES",
+    "LEASE_SECONDS",
+    "UnsafeRedis",
+    "Worker",
+    "check_redis_keeps_jobs",
+    "serve",
+]
 
 log = get_logger(__name__)
 
@@ -173,6 +180,31 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+class UnsafeRedis(RuntimeError):
+    """Redis is configured in a way that could lose queued work."""
+
+
+async def check_redis_keeps_jobs(redis: Redis) -> None:
+    """Refuse a Redis whose eviction policy may drop job keys under memory pressure.
+
+    ``allkeys-*`` policies evict any key; ``volatile-*`` ones only keys with a
+    TTL, which job keys never have. Managed Redis that hides CONFIG is trusted.
+    """
+    try:
+        config = await redis.config_get("maxmemory-policy")
+    except ResponseError:
+        log.warning("redis.config_hidden", check="maxmemory-policy")
+        return
+    policy = config.get("maxmemory-policy", "noeviction")
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if str(policy).startswith("allkeys"):
+        raise UnsafeRedis(
+            f"Redis maxmemory-policy is {policy!r}, which may evict queued jobs; "
+            "use noeviction (or a volatile-* policy)"
+        )
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event,
@@ -183,6 +215,7 @@ async def serve(
     redis = Redis.from_url(settings.redis_url)
     engine = create_engine(settings)
     try:
+        await check_redis_keeps_jobs(redis)
         runner = JobRunner(
             settings, session_factory(engine), RedisQueue(redis), EventPublisher(redis)
         )

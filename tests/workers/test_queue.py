@@ -128,3 +128,16 @@ async def test_enqueue_at_a_future_time(redis: Redis) -> None:
     await queue.promote("q")
     assert await _ids(queue, "q") == ["past"]
     assert await redis.zscore(names.queue_delayed_key("q"), "later") is not None
+
+
+async def test_worker_refuses_a_redis_that_evicts_any_key(redis: Redis) -> None:
+    """With maxmemory-policy allkeys-lru a worker refuses to start; noeviction is accepted."""
+    from workers.worker import UnsafeRedis, check_redis_keeps_jobs
+
+    await redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(UnsafeRedis, match="allkeys-lru"):
+            await check_redis_keeps_jobs(redis)
+    finally:
+        await redis.config_set("maxmemory-policy", "noeviction")
+    await check_redis_keeps_jobs(redis)
