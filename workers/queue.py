@@ -115,8 +115,10 @@ redis.call('LTRIM', KEYS[4], 0, 63)
 return 1
 """
 
-_PROMOTE = """
--- KEYS: delayed, ready, wake   ARGV: now_ms, job_prefix
+_MOVE_DUE = """
+-- Moves members of a deadline-scored set whose time has come back onto ready:
+-- expired leases (reap) and due delayed jobs (promote).
+-- KEYS: source, ready, wake   ARGV: now_ms, job_prefix
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
@@ -127,22 +129,7 @@ if #due > 0 then
   redis.call('LPUSH', KEYS[3], '1')
   redis.call('LTRIM', KEYS[3], 0, 63)
 end
-return #due
-"""
-
-_REAP = """
--- KEYS: leases, ready, wake   ARGV: now_ms, job_prefix
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
-  local score = redis.call('HGET', ARGV[2] .. id, 'score')
-  if score then redis.call('ZADD', KEYS[2], score, id) end
-end
-if #expired > 0 then
-  redis.call('LPUSH', KEYS[3], '1')
-  redis.call('LTRIM', KEYS[3], 0, 63)
-end
-return expired
+return due
 """
 
 
@@ -198,8 +185,7 @@ class RedisQueue:
         self._heartbeat = redis.register_script(_HEARTBEAT)
         self._complete = redis.register_script(_COMPLETE)
         self._release = redis.register_script(_RELEASE)
-        self._reap = redis.register_script(_REAP)
-        self._promote = redis.register_script(_PROMOTE)
+        self._move_due = redis.register_script(_MOVE_DUE)
 
     async def enqueue(self, *jobs: Job, at: float | None = None) -> None:
         """Add jobs, to run now or at the UNIX time ``at``.
@@ -301,27 +287,18 @@ class RedisQueue:
 
     async def promote(self, queue: str) -> int:
         """Move delayed jobs that are due onto ``ready``; returns how many."""
-        moved = await self._promote(
-            keys=[
-                names.queue_delayed_key(queue),
-                names.queue_ready_key(queue),
-                names.queue_wake_key(queue),
-            ],
-            args=[_now_ms(), names.job_key("")],
-        )
-        return int(moved)
+        return len(await self._due_to_ready(names.queue_delayed_key(queue), queue))
 
     async def reap(self, queue: str) -> list[str]:
         """Put jobs whose lease has expired (their worker died) back on ``ready``."""
-        expired = await self._reap(
-            keys=[
-                names.queue_leases_key(queue),
-                names.queue_ready_key(queue),
-                names.queue_wake_key(queue),
-            ],
+        return await self._due_to_ready(names.queue_leases_key(queue), queue)
+
+    async def _due_to_ready(self, source: str, queue: str) -> list[str]:
+        moved = await self._move_due(
+            keys=[source, names.queue_ready_key(queue), names.queue_wake_key(queue)],
             args=[_now_ms(), names.job_key("")],
         )
-        return [_text(job_id) for job_id in expired]
+        return [_text(job_id) for job_id in moved]
 
     async def wait(self, queues: Sequence[str], seconds: float) -> None:
         """Block until an enqueue on one of ``queues``, or for at most ``seconds``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -14,23 +13,20 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from herald.db import create_engine, session_factory
-from herald.demo import load_demo_data
 from herald.models import (
-    Assignment,
     Submission,
     SubmissionStatus,
     Task,
     TaskEvent,
     TaskStatus,
-    User,
 )
 from herald.names import submission_topic
 from herald.settings import Settings
 from tests.support import eventually
+from tests.workers.support import submit_file
 from workers import pipeline, steps, worker
 from workers.context import StepContext
-from workers.pipeline import SUBMISSION_STEPS, plan_submission_tasks
-from workers.queue import RedisQueue, job_for
+from workers.pipeline import SUBMISSION_STEPS
 from workers.scanner import EICAR_SIGNATURE
 
 
@@ -41,38 +37,6 @@ async def running_worker(settings: Settings, redis: Redis) -> AsyncIterator[asyn
     yield stop
     stop.set()
     await asyncio.wait_for(task, 20)
-
-
-async def _submit(settings: Settings, content: bytes, name: str, content_type: str) -> int:
-    engine = create_engine(settings)
-    sessions = session_factory(engine)
-    await load_demo_data(sessions, "demo")
-    uploads = settings.files_dir / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    path = uploads / f"{hashlib.sha1(content).hexdigest()}-{name}"  # noqa: S324 - a file name, not security
-    path.write_bytes(content)
-    async with sessions.begin() as db:
-        alice = await db.scalar(select(User).where(User.username == "alice"))
-        assignment = await db.scalar(select(Assignment))
-        assert alice and assignment
-        sub = Submission(
-            assignment_id=assignment.id,
-            student_id=alice.id,
-            filename=name,
-            content_type=content_type,
-            size=len(content),
-            sha256=hashlib.sha256(content).hexdigest(),
-            upload_path=str(path),
-        )
-        db.add(sub)
-        await db.flush()
-        tasks = plan_submission_tasks(sub)
-        db.add_all(tasks)
-    redis = Redis.from_url(settings.redis_url)
-    await RedisQueue(redis).enqueue(job_for(tasks[0]))
-    await redis.aclose()
-    await engine.dispose()
-    return sub.id
 
 
 async def _final_state(settings: Settings, sub_id: int) -> tuple[Submission, list[Task]]:
@@ -111,7 +75,7 @@ async def test_text_submission_runs_every_step_and_emits_ordered_events(
     pubsub = redis.pubsub()
     await pubsub.psubscribe("submission.*")
     text = ("Background tasks keep students' uploads fast. " * 400).encode()
-    sub_id = await _submit(settings, text, "essay.txt", "text/plain")
+    sub_id = await submit_file(settings, text, "essay.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.COMPLETE
     assert [t.status for t in tasks] == [TaskStatus.DONE] * len(SUBMISSION_STEPS)
@@ -144,7 +108,7 @@ async def test_infected_upload_is_quarantined_and_rejected(
 ) -> None:
     """An EICAR-carrying file is quarantined, never stored, and its submission rejected."""
     content = b"my essay\n" + EICAR_SIGNATURE + b"\n"
-    sub_id = await _submit(settings, content, "virus.txt", "text/plain")
+    sub_id = await submit_file(settings, content, "virus.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.REJECTED
     assert "EICAR" in (sub.status_detail or "")
@@ -177,7 +141,7 @@ async def test_transient_failure_is_retried_with_backoff(
         return await real(ctx, submission)
 
     monkeypatch.setitem(steps.HANDLERS, "analyse", flaky)
-    sub_id = await _submit(settings, b"three little words\n", "short.txt", "text/plain")
+    sub_id = await submit_file(settings, b"three little words\n", "short.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.COMPLETE
     analyse = tasks[-1]
@@ -201,7 +165,7 @@ async def test_persistent_failure_fails_after_max_attempts(
 
     monkeypatch.setitem(steps.HANDLERS, "verify", broken)
     monkeypatch.setattr(pipeline.PipelineStep, "retry_delay", lambda self, attempt: 0.05)
-    sub_id = await _submit(settings, b"doomed\n", "doomed.txt", "text/plain")
+    sub_id = await submit_file(settings, b"doomed\n", "doomed.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.FAILED
     assert "upload the file again" in (sub.status_detail or "")

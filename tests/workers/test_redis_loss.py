@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select
 
-from herald.db import create_engine, session_factory
-from herald.models import Submission, SubmissionStatus, TaskEvent, TaskStatus
 from herald.settings import Settings
 from tests.conftest import make_settings
-from tests.support import RedisServer, eventually
-from tests.workers.test_pipeline import _submit
+from tests.support import RedisServer
+from tests.workers.support import assert_all_complete_exactly_once, submit_file
 from workers import worker
-from workers.pipeline import SUBMISSION_STEPS
 
 SUBMISSIONS = 8
 
@@ -40,36 +36,7 @@ async def _run_worker(settings: Settings) -> AsyncIterator[None]:
 async def _submit_many(settings: Settings) -> None:
     for index in range(SUBMISSIONS):
         body = os.urandom(16) + (f"chapter {index} " * 150_000).encode()
-        await _submit(settings, body, f"thesis-{index}.txt", "text/plain")
-
-
-async def _assert_all_done_once(settings: Settings) -> None:
-    engine = create_engine(settings)
-    sessions = session_factory(engine)
-
-    async def all_complete() -> bool:
-        async with sessions() as db:
-            complete = await db.scalar(
-                select(func.count())
-                .select_from(Submission)
-                .where(Submission.status == SubmissionStatus.COMPLETE)
-            )
-        return complete == SUBMISSIONS
-
-    try:
-        await eventually(all_complete, timeout=90, what="every submission to complete")
-        async with sessions() as db:
-            counts = (
-                await db.execute(
-                    select(TaskEvent.task_id, func.count())
-                    .where(TaskEvent.status == TaskStatus.DONE)
-                    .group_by(TaskEvent.task_id)
-                )
-            ).all()
-    finally:
-        await engine.dispose()
-    assert len(counts) == SUBMISSIONS * len(SUBMISSION_STEPS)
-    assert {count for _, count in counts} == {1}, "a step was recorded done twice"
+        await submit_file(settings, body, f"thesis-{index}.txt", "text/plain")
 
 
 async def test_flushall_mid_run_the_reconciler_restores_every_pending_task(
@@ -82,7 +49,7 @@ async def test_flushall_mid_run_the_reconciler_restores_every_pending_task(
         await _submit_many(settings)
         await asyncio.sleep(0.3)  # let work get under way: the fault lands mid-run
         await redis.flushall()
-        await _assert_all_done_once(settings)
+        await assert_all_complete_exactly_once(settings, SUBMISSIONS)
     finally:
         await anext(runner, None)
 
@@ -102,7 +69,7 @@ async def test_redis_restart_with_aof_loses_nothing(
         server.stop()
         await asyncio.sleep(1.0)  # an outage workers must ride out
         server.start()
-        await _assert_all_done_once(settings)
+        await assert_all_complete_exactly_once(settings, SUBMISSIONS)
     finally:
         await anext(runner, None)
         server.stop()
