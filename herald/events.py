@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from herald import names
 
-__all__ = ["Envelope", "EventPublisher", "current_seq", "iso_now", "parse_envelope"]
+__all__ = ["Envelope", "EventPublisher", "current_seq", "iso", "iso_now", "parse_envelope"]
 
 
 class Envelope(TypedDict):
@@ -27,9 +27,16 @@ class Envelope(TypedDict):
     data: dict[str, Any]
 
 
+def iso(value: datetime | None) -> str | None:
+    """``2026-11-22T10:00:00.123Z``: the one timestamp format on the wire."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def iso_now() -> str:
-    """UTC now as ``2026-11-22T10:00:00.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now, in the wire format of :func:`iso`."""
+    return iso(datetime.now(UTC)) or ""
 
 
 # KEYS[1] seq counter; ARGV[1] channel, ARGV[2] JSON before the seq, ARGV[3] after it.

@@ -137,10 +137,6 @@ def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}job:{job_id}"
 
 
-def worker_health_key(worker_id: str) -> str:
-    return f"{KEY_PREFIX}worker:{worker_id}"
-
-
 # --- Event types ------------------------------------------------------------
 class EventType(StrEnum):
     """The ``type`` of an event envelope."""
@@ -150,4 +146,3 @@ class EventType(StrEnum):
     STEP_DONE = "step.done"
     STEP_FAILED = "step.failed"
     SUBMISSION_STATUS = "submission.status"
-    TASK_STATE = "task.state"

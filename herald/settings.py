@@ -36,15 +36,6 @@ def _int(name: str, raw: str, *, low: int = 0, high: int | None = None) -> int:
     return value
 
 
-def _bool(name: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
-
-
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in schemes:

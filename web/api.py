@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from herald.events import iso
 from herald.names import REALM, submission_topic
 from web.auth import authenticate, end_session, require_user, set_session_cookie, start_session
 from web.errors import BadJson
@@ -18,7 +19,6 @@ from web.keys import DB, ENGINE, REDIS, SESSIONS, SETTINGS
 from web.queries import (
     assignments_for,
     courses_for,
-    iso,
     parse_id,
     submission_state,
     user_json,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -12,31 +11,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from herald.access import can_view_submission
-from herald.events import current_seq
+from herald.events import current_seq, iso
 from herald.models import (
     Assignment,
     Course,
     CourseRole,
     Enrolment,
     Submission,
-    SubmissionStatus,
-    Task,
-    TaskStatus,
     User,
 )
 from herald.names import submission_topic
 from web.errors import NotFound
-from workers.pipeline import SUBMISSION_STEPS
+from workers.pipeline import overall_progress, step_progress, step_state
 
 __all__ = [
     "CourseView",
     "assignments_for",
     "courses_for",
-    "iso",
-    "overall_progress",
     "parse_id",
     "recent_submissions",
-    "step_name",
     "submission_state",
     "user_json",
 ]
@@ -44,8 +37,6 @@ __all__ = [
 # Ids are INTEGER columns; a larger number cannot exist and would make
 # PostgreSQL raise instead of finding nothing.
 MAX_ID = 2**31 - 1
-STEP_LABELS = {step.name: step.label for step in SUBMISSION_STEPS}
-_COMPLETE_STEP = frozenset({TaskStatus.DONE, TaskStatus.SKIPPED})
 
 
 @dataclass(frozen=True)
@@ -62,13 +53,6 @@ def parse_id(raw: str) -> int:
     if not 0 < value <= MAX_ID:
         raise NotFound()
     return value
-
-
-def iso(value: datetime | None) -> str | None:
-    """``2026-11-22T10:00:00.123Z``, as in the event envelope."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -131,37 +115,6 @@ async def recent_submissions(
     return list((await db.scalars(query)).all())
 
 
-def step_name(task: Task) -> str:
-    name = task.params.get("step") if isinstance(task.params, dict) else None
-    return str(name) if name else task.kind.removeprefix("submission.")
-
-
-def overall_progress(status: SubmissionStatus, tasks: list[Task]) -> int:
-    """0-100 over all steps: finished or skipped steps count in full."""
-    if status == SubmissionStatus.COMPLETE:
-        return 100
-    if not tasks:
-        return 0
-    total = sum(
-        100 if task.status in _COMPLETE_STEP else max(0, min(100, task.progress or 0))
-        for task in tasks
-    )
-    return round(total / len(tasks))
-
-
-def _step_json(task: Task) -> dict[str, Any]:
-    name = step_name(task)
-    return {
-        "name": name,
-        "label": STEP_LABELS.get(name, name),
-        "status": str(task.status),
-        "progress": 100 if task.status in _COMPLETE_STEP else task.progress,
-        "detail": task.detail,
-        "started_at": iso(task.started_at),
-        "finished_at": iso(task.finished_at),
-    }
-
-
 async def submission_state(
     sessions: async_sessionmaker[AsyncSession], redis: Redis, user: User, submission_id: int
 ) -> dict[str, Any]:
@@ -196,7 +149,7 @@ async def submission_state(
         "topic": topic,
         "status": str(submission.status),
         "seq": seq,
-        "progress": overall_progress(submission.status, tasks),
+        "progress": overall_progress(submission.status, map(step_progress, tasks)),
         "detail": submission.status_detail,
         "filename": submission.filename,
         "size": submission.size,
@@ -208,7 +161,7 @@ async def submission_state(
             "id": submission.student.id,
             "display_name": submission.student.display_name,
         },
-        "steps": [_step_json(task) for task in tasks],
+        "steps": [step_state(task) for task in tasks],
         "grade": submission.grade if released else None,
         "grade_released_at": iso(submission.grade_released_at) if released else None,
     }

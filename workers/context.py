@@ -4,51 +4,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.events import EventPublisher
-from herald.models import SUBMISSION_FINAL, SubmissionStatus, Task
+from herald.models import SubmissionStatus, Task
 from herald.names import EventType, submission_topic
 from herald.settings import Settings
-from workers.pipeline import SUBMISSION_STEPS, PipelineStep
+from workers.pipeline import PipelineStep, overall_progress, step_progress, step_state
 
-__all__ = ["PROGRESS_INTERVAL", "StepContext", "step_state", "submission_state"]
+__all__ = ["PROGRESS_INTERVAL", "StepContext", "submission_state"]
 
 # At most this often per task does a progress report touch the DB and the wire;
 # the final state is always sent (by the runner, when the step ends).
 PROGRESS_INTERVAL = 0.2
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def step_state(task: Task, step: PipelineStep) -> dict[str, Any]:
-    """A step's absolute state, as events and the HTTP API show it."""
-    return {
-        "name": step.name,
-        "label": step.label,
-        "status": str(task.status),
-        "progress": task.progress,
-        "detail": task.detail,
-        "started_at": _iso(task.started_at),
-        "finished_at": _iso(task.finished_at),
-    }
-
-
 def submission_state(
     submission_id: int, status: SubmissionStatus, progress: int, detail: str | None
 ) -> dict[str, Any]:
     return {"id": submission_id, "status": str(status), "progress": progress, "detail": detail}
-
-
-def overall_progress(step_index: int, step_progress: int) -> int:
-    """Steps before ``step_index`` are done; later ones have not started."""
-    return (step_index * 100 + step_progress) // len(SUBMISSION_STEPS)
 
 
 @dataclass
@@ -91,17 +68,13 @@ class StepContext:
         self, type_: EventType, status: SubmissionStatus, detail: str | None = None
     ) -> None:
         """Publish this step's state with the submission's on ``submission.{id}``."""
-        # A finished submission is 100% whichever way it ended (the API agrees).
-        progress = (
-            100
-            if status in SUBMISSION_FINAL
-            else overall_progress(self.task.step_index or 0, self.task.progress)
-        )
+        index = self.task.step_index or 0
+        progress = overall_progress(status, [100] * index + [step_progress(self.task)])
         await self.publisher.publish(
             submission_topic(self.submission_id),
             type_,
             {
                 "submission": submission_state(self.submission_id, status, progress, detail),
-                "step": step_state(self.task, self.step),
+                "step": step_state(self.task),
             },
         )

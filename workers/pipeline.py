@@ -7,11 +7,29 @@ same DB transaction that records the finish.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from herald.models import Submission, Task, TaskStatus, utcnow
+from herald.events import iso
+from herald.models import (
+    SUBMISSION_FINAL,
+    Submission,
+    SubmissionStatus,
+    Task,
+    TaskStatus,
+    utcnow,
+)
 
-__all__ = ["SUBMISSION_STEPS", "PipelineStep", "plan_submission_tasks", "step_kind"]
+__all__ = [
+    "SUBMISSION_STEPS",
+    "PipelineStep",
+    "overall_progress",
+    "plan_submission_tasks",
+    "step_kind",
+    "step_progress",
+    "step_state",
+]
 
 
 MAX_RETRY_DELAY = 300.0
@@ -65,3 +83,36 @@ def plan_submission_tasks(submission: Submission) -> list[Task]:
             )
         )
     return tasks
+
+
+# The submission's state on the wire: the HTTP API and the events both use these,
+# so a page that resyncs from the API sees exactly what the events told it.
+_STEP_FINISHED = frozenset({TaskStatus.DONE, TaskStatus.SKIPPED})
+
+
+def step_progress(task: Task) -> int:
+    """0-100 for one step; a finished or skipped step counts in full."""
+    if task.status in _STEP_FINISHED:
+        return 100
+    return max(0, min(100, task.progress or 0))
+
+
+def overall_progress(status: SubmissionStatus, step_progresses: Iterable[int]) -> int:
+    """0-100 over all pipeline steps (missing ones count 0); a finished submission is 100."""
+    if status in SUBMISSION_FINAL:
+        return 100
+    return sum(step_progresses) // len(SUBMISSION_STEPS)
+
+
+def step_state(task: Task) -> dict[str, Any]:
+    """A pipeline task's absolute state, as events and the HTTP API show it."""
+    step = SUBMISSION_STEPS[task.step_index or 0]
+    return {
+        "name": step.name,
+        "label": step.label,
+        "status": str(task.status),
+        "progress": step_progress(task),
+        "detail": task.detail,
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+    }

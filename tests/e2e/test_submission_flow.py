@@ -65,6 +65,13 @@ async def test_upload_streams_every_step_live_in_seq_order(
         assert state["status"] == "complete"
         assert state["seq"] == events[-1]["seq"]
         assert [s["status"] for s in state["steps"]] == ["done"] * len(SUBMISSION_STEPS)
+        # The API and the events describe the state identically (one shared definition),
+        # so a page resyncing from the API never jumps.
+        last_step = {
+            e["data"]["step"]["name"]: e["data"]["step"] for e in events if "step" in e["data"]
+        }
+        assert {s["name"]: s for s in state["steps"]} == last_step
+        assert state["progress"] == events[-1]["data"]["submission"]["progress"] == 100
         assert state["grade"] is None
 
 
