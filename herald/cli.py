@@ -141,8 +141,14 @@ def _cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
         engine = create_engine(settings)
         try:
             async with session_factory(engine).begin() as db:
+                # Every check before the first add: returning inside this block commits.
                 if await db.scalar(select(User.id).where(User.username == args.username)):
                     return f"user {args.username!r} already exists"
+                course = None
+                if args.course:
+                    course = await db.scalar(select(Course).where(Course.code == args.course))
+                    if course is None:
+                        return f"no course with code {args.course!r}"
                 user = User(
                     username=args.username,
                     display_name=args.name or args.username,
@@ -151,10 +157,7 @@ def _cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
                     is_admin=args.admin,
                 )
                 db.add(user)
-                if args.course:
-                    course = await db.scalar(select(Course).where(Course.code == args.course))
-                    if course is None:
-                        return f"no course with code {args.course!r}"
+                if course is not None:
                     db.add(Enrolment(user=user, course=course, role=CourseRole(args.role)))
             return None
         finally:

@@ -1,0 +1,62 @@
+"""Settings: embedded defaults, production values, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herald.settings import Settings, SettingsError
+
+
+def test_embedded_defaults(tmp_path: Path) -> None:
+    """With nothing set: SQLite and a private Redis socket under var/, DESIGN.md's ports."""
+    settings = Settings.from_env({"HERALD_VAR_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'herald.db'}"
+    assert settings.redis_url == f"unix://{tmp_path / 'redis' / 'redis.sock'}"
+    assert settings.redis_is_private
+    assert (settings.web_port, settings.router_port) == (8000, 8080)
+    assert settings.router_public_url == "ws://127.0.0.1:8080/ws"
+    assert settings.allowed_origins == ("http://127.0.0.1:8000", "http://localhost:8000")
+    assert settings.clamd_url is None and settings.smtp_url is None
+
+
+def test_production_values_are_taken() -> None:
+    """Production URLs and lists are read as given."""
+    settings = Settings.from_env(
+        {
+            "HERALD_DATABASE_URL": "postgresql+asyncpg://h@db/herald",
+            "HERALD_REDIS_URL": "redis://queue:6379/0",
+            "HERALD_ALLOWED_ORIGINS": "https://herald.example.ac.uk, https://x.example",
+            "HERALD_WEB_PORT": "9000",
+        }
+    )
+    assert not settings.redis_is_private
+    assert settings.allowed_origins == ("https://herald.example.ac.uk", "https://x.example")
+    assert settings.web_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("HERALD_WEB_PORT", "eighty", "HERALD_WEB_PORT='eighty' is not an integer"),
+        ("HERALD_ROUTER_PORT", "70000", "HERALD_ROUTER_PORT=70000 is out of range (1..65535)"),
+        ("HERALD_DATABASE_URL", "mysql://x/y", "must use one of the schemes"),
+        ("HERALD_REDIS_URL", "http://redis", "must use one of the schemes redis, rediss, unix"),
+        ("HERALD_MAX_UPLOAD_BYTES", "0", "out of range (>= 1)"),
+        ("HERALD_LOG_FORMAT", "xml", "must be one of auto, json, console"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(name: str, value: str, message: str) -> None:
+    """A bad value names the variable, the value and what would be accepted."""
+    with pytest.raises(SettingsError, match="^" + name) as raised:
+        Settings.from_env({name: value})
+    assert message in str(raised.value)
+
+
+def test_backend_secret_is_required_and_must_be_long() -> None:
+    """Backend processes refuse a missing or short backend secret."""
+    with pytest.raises(SettingsError, match="HERALD_BACKEND_SECRET"):
+        Settings.from_env({}).require_backend_secret()
+    with pytest.raises(SettingsError, match="at least 16"):
+        Settings.from_env({"HERALD_BACKEND_SECRET": "short"}).require_backend_secret()
