@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -92,11 +91,11 @@ async def _worker_check(settings: Settings) -> int:
     """Exit 0 when a worker on this host keeps its health key fresh."""
     from redis.asyncio import Redis
 
-    from herald.health import health_key
+    from herald.health import health_key, instance_id
 
     redis = Redis.from_url(settings.redis_url)
     try:
-        pattern = health_key("worker", f"{socket.gethostname()}:*")
+        pattern = health_key("worker", instance_id("*"))
         async for _ in redis.scan_iter(match=pattern, count=100):
             print("healthy")
             return 0

@@ -21,9 +21,9 @@ HEALTH_INTERVAL = 5.0
 HEALTH_TTL = 3 * HEALTH_INTERVAL
 
 
-def instance_id() -> str:
-    """``host:pid``: unique per process across machines."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def instance_id(pid: int | str | None = None) -> str:
+    """``host:pid`` of this process (or of ``pid`` on this host; ``"*"`` to match all)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def health_key(process: str, instance: str) -> str:

@@ -22,7 +22,7 @@ from typing import IO
 
 import redis as redis_sync
 
-from herald.health import health_key
+from herald.health import health_key, instance_id
 from herald.settings import Settings
 
 __all__ = ["Child", "StartupError", "Supervisor", "redis_server_binary"]
@@ -125,9 +125,7 @@ class Supervisor:
     def health_check(self, process: str, child: Child) -> Callable[[], bool]:
         """Ready once the child's health key exists (it sets it when it can serve)."""
         client = self.redis_client()
-        import socket
-
-        key = health_key(process, f"{socket.gethostname()}:{child.proc.pid}")
+        key = health_key(process, instance_id(child.proc.pid))
         return lambda: bool(client.exists(key))
 
     def start_private_redis(self) -> Child:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from herald import names
 from herald.db import create_engine, session_factory
+from herald.health import instance_id
 from herald.models import Submission
 from herald.settings import Settings
 from herald.supervisor import Supervisor
@@ -57,7 +58,7 @@ async def test_sigkilled_workers_lose_nothing_and_repeat_nothing(
         for _ in range(KILLS):
             worker = supervisor.start_service("worker")
             await asyncio.sleep(rng.uniform(0.2, 1.2))  # random point mid-run: the fault
-            dead_id = f"{os.uname().nodename}:{worker.proc.pid}"
+            dead_id = instance_id(worker.proc.pid)
             held = await _jobs_held_by(redis, dead_id)
             worker.proc.kill()
             worker.proc.wait()
