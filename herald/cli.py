@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import select
 
+from herald.cli_tasks import add_task_commands
 from herald.db import create_engine, session_factory
 from herald.logs import configure_logging
 from herald.settings import Settings, SettingsError
@@ -187,12 +188,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("router", help="run the Crossbar router").set_defaults(func=_cmd_router)
 
     worker = sub.add_parser("worker", help="run queued tasks")
-    worker.add_argument("--queues", default="io,cpu", help="comma-separated queue names")
+    worker.add_argument("--queues", default="io,cpu,diag", help="comma-separated queue names")
     worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once")
     worker.add_argument(
         "--check", action="store_true", help="exit 0 if a worker on this host is healthy"
     )
     worker.set_defaults(func=_cmd_worker)
+
+    add_task_commands(sub)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")

@@ -33,6 +33,7 @@ __all__ = [
     "Enrolment",
     "Message",
     "MessageKind",
+    "QueueSetting",
     "Submission",
     "SubmissionStatus",
     "Task",
@@ -227,6 +228,8 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(64))
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Immediate mode: runs at once, outside its queue's window and max-active cap.
+    immediate: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus), default=TaskStatus.QUEUED)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str | None] = mapped_column(Text)
@@ -284,3 +287,22 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     acked_at: Mapped[datetime | None]
+
+
+class QueueSetting(Base):
+    """A queue's run-time settings; the DB is the truth, Redis mirrors what claims read.
+
+    A queue without a row runs with the defaults: not paused, no cap, no window.
+    """
+
+    __tablename__ = "queue_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Jobs of this queue running at once across every worker; None: no cap.
+    max_active: Mapped[int | None]
+    # Hours in which the queue runs, e.g. "Mon-Fri 18:00-08:00"; None: always.
+    window: Mapped[str | None] = mapped_column(String(200))
+    # Every job of the queue runs at once, outside pause, window and cap.
+    immediate: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -124,12 +124,26 @@ def queue_wake_key(queue: str) -> str:
     return f"{KEY_PREFIX}q:{queue}:wake"
 
 
-def queue_paused_key(queue: str) -> str:
-    return f"{KEY_PREFIX}q:{queue}:paused"
+def queue_urgent_key(queue: str) -> str:
+    """Sorted set of immediate-mode job ids: claimed before ``ready``, outside the
+    queue's pause, window and max-active cap."""
+    return f"{KEY_PREFIX}q:{queue}:urgent"
+
+
+def queue_active_key(queue: str) -> str:
+    """The max-active semaphore: capped job ids being run, scored by lease deadline (ms)."""
+    return f"{KEY_PREFIX}q:{queue}:active"
+
+
+def queue_settings_key(queue: str) -> str:
+    """Hash mirroring the queue's DB settings that claims read: ``paused``, ``max_active``."""
+    return f"{KEY_PREFIX}q:{queue}:settings"
 
 
 QUEUE_ARRIVALS_KEY = f"{KEY_PREFIX}q:arrivals"
 QUEUES_KEY = f"{KEY_PREFIX}queues"
+# Sorted set of task ids that failed for good, scored by failure time (ms).
+DEAD_LETTER_KEY = f"{KEY_PREFIX}dead"
 
 
 def job_key(job_id: str) -> str:
@@ -146,3 +160,9 @@ class EventType(StrEnum):
     STEP_DONE = "step.done"
     STEP_FAILED = "step.failed"
     SUBMISSION_STATUS = "submission.status"
+    # On admin.tasks: the states of the tasks that changed since the last batch.
+    TASKS_CHANGED = "tasks.changed"
+    # On admin.tasks: a task failed for good (the alert).
+    TASK_FAILED = "task.failed"
+    # On user.{owner}: one of the user's own tasks changed state or progress.
+    TASK_STATE = "task.state"

@@ -43,6 +43,16 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _timezone(name: str, raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name}={raw!r} is not a time zone (e.g. Europe/London)") from None
+    return raw
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
@@ -75,6 +85,8 @@ class Settings:
     admin_webhook_url: str | None = None
     smtp_url: str | None = None
     worker_concurrency: int = 4
+    # The zone queue windows ("Mon-Fri 18:00-08:00") are read in.
+    timezone: str = "UTC"
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -179,6 +191,7 @@ class Settings:
             worker_concurrency=get(
                 "HERALD_WORKER_CONCURRENCY", 4, lambda n, v: _int(n, v, low=1, high=1000)
             ),
+            timezone=get("HERALD_TIMEZONE", "UTC", _timezone),
             log_format=get("HERALD_LOG_FORMAT", "auto", lambda n, v: _choice(n, v, LOG_FORMATS)),
             log_level=get(
                 "HERALD_LOG_LEVEL", "info", lambda n, v: _choice(n, v.lower(), LOG_LEVELS)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from herald.events import iso
 from herald.models import (
@@ -24,6 +25,7 @@ from herald.models import (
 __all__ = [
     "SUBMISSION_STEPS",
     "PipelineStep",
+    "StepLike",
     "overall_progress",
     "plan_submission_tasks",
     "step_kind",
@@ -32,19 +34,35 @@ __all__ = [
 ]
 
 
-MAX_RETRY_DELAY = 300.0
-
-
 @dataclass(frozen=True)
 class PipelineStep:
     name: str
     queue: str
     label: str
     retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
+    max_attempts: int = 3
 
-    def retry_delay(self, attempt: int) -> float:
-        """Backoff after failed attempt ``attempt`` (1-based): base, 2×base, 4×base… capped."""
-        return min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+
+class StepLike(Protocol):
+    """A pipeline task as the wire shows it: a DB row or a live run."""
+
+    @property
+    def step_index(self) -> int | None: ...
+
+    @property
+    def status(self) -> TaskStatus: ...
+
+    @property
+    def progress(self) -> int: ...
+
+    @property
+    def detail(self) -> str | None: ...
+
+    @property
+    def started_at(self) -> datetime | None: ...
+
+    @property
+    def finished_at(self) -> datetime | None: ...
 
 
 # I/O-bound steps share the "io" queue; CPU-bound ones the "cpu" queue, so a
@@ -79,7 +97,7 @@ def plan_submission_tasks(submission: Submission) -> list[Task]:
                 submission=submission,
                 step_index=index,
                 queued_at=now if first else None,
-                max_attempts=3,
+                max_attempts=step.max_attempts,
             )
         )
     return tasks
@@ -90,7 +108,7 @@ def plan_submission_tasks(submission: Submission) -> list[Task]:
 _STEP_FINISHED = frozenset({TaskStatus.DONE, TaskStatus.SKIPPED})
 
 
-def step_progress(task: Task) -> int:
+def step_progress(task: StepLike) -> int:
     """0-100 for one step; a finished or skipped step counts in full."""
     if task.status in _STEP_FINISHED:
         return 100
@@ -104,7 +122,7 @@ def overall_progress(status: SubmissionStatus, step_progresses: Iterable[int]) -
     return sum(step_progresses) // len(SUBMISSION_STEPS)
 
 
-def step_state(task: Task) -> dict[str, Any]:
+def step_state(task: StepLike) -> dict[str, Any]:
     """A pipeline task's absolute state, as events and the HTTP API show it."""
     step = SUBMISSION_STEPS[task.step_index or 0]
     return {

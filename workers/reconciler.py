@@ -1,6 +1,7 @@
 """The DB is the truth; Redis carries the work. If Redis loses data (a restart
 without persistence, a FLUSHALL), the reconciler finds every task the DB says is
-queued or running that Redis no longer holds, and enqueues it again.
+queued or running that Redis no longer holds, and enqueues it again; and it
+mirrors every queue's settings into Redis again.
 
 Re-enqueueing is safe in every race: enqueue skips a job that exists, and a
 runner that finds its task already finished only completes the job.
@@ -18,6 +19,7 @@ from herald import names
 from herald.logs import get_logger
 from herald.models import Task, TaskStatus
 from workers.queue import RedisQueue, job_for
+from workers.queue_settings import mirror_all
 
 __all__ = ["RECONCILE_LOCK", "reconcile", "reconcile_once_per_cluster"]
 
@@ -37,6 +39,7 @@ async def _missing(redis: Redis, tasks: Sequence[Task]) -> list[Task]:
 
 async def reconcile(sessions: async_sessionmaker[AsyncSession], queue: RedisQueue) -> list[int]:
     """Enqueue every pending task Redis has lost; returns their ids."""
+    await mirror_all(sessions, queue)
     async with sessions() as db:
         pending = (
             await db.scalars(

@@ -1,72 +1,48 @@
-"""Runs one claimed job: the DB state machine around a step handler.
+"""The engine: starts claimed batches, runs each task's handler, and settles endings
+in batches (one DB transaction, then one Redis script per queue).
 
-Order matters for crash safety. The DB commit that ends a step also queues the
-next step's row; the next job is enqueued in Redis before this job's lease is
-completed. A crash anywhere re-runs at most this step, which then finds its
-task row already finished and only makes sure the next job is queued.
+Order matters for crash safety: a run's end is committed to the DB before its
+job leaves Redis, and whatever follows it (the pipeline's next step) is queued
+before that. A crash in between re-runs at most the claim, which then finds the
+task finished and only completes the job (see :mod:`workers.ledger`).
+
+Settling batches itself: while one settle transaction runs, endings gather for
+the next; an idle worker settles each ending at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import contextlib
+import json
 import traceback
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import structlog
-from sqlalchemy import select, update
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
 
+from herald import names
 from herald.events import EventPublisher
 from herald.logs import get_logger
-from herald.models import (
-    TASK_TERMINAL,
-    Submission,
-    SubmissionStatus,
-    Task,
-    TaskEvent,
-    TaskStatus,
-    utcnow,
-)
-from herald.names import EventType
+from herald.models import TASK_TERMINAL, TaskStatus, utcnow
 from herald.settings import Settings
-from workers.context import StepContext
-from workers.pipeline import SUBMISSION_STEPS
-from workers.queue import Lease, RedisQueue, job_for
-from workers.steps import HANDLERS, StepFailed, StepOutcome
+from workers.context import Services, TaskContext, TaskRun, task_state
+from workers.kinds import TaskFailed, TaskKind, UnknownKind, kind_named
+from workers.ledger import Settle, Started, settle_runs, start_runs
+from workers.queue import Lease, RedisQueue
 
-__all__ = ["JobRunner"]
+__all__ = ["Engine"]
 
 log = get_logger(__name__)
 
-
-class Superseded(Exception):
-    """Another run of the same task has started since this one: it must write nothing."""
+MAX_SETTLE_BACKOFF = 5.0
 
 
-async def _fenced_update(db: AsyncSession, task: Task, **values: Any) -> None:
-    """Update the task row only if this run is still the task's current run.
-
-    Redis leases fence Redis; this fences the DB. Without it, a run whose lease
-    was lost (or whose job Redis forgot and the reconciler re-queued) could
-    commit its result beside the new run's.
-    """
-    result = await db.execute(
-        update(Task)
-        .where(
-            Task.id == task.id,
-            Task.run_id.is_not_distinct_from(task.run_id),
-            Task.status.not_in(TASK_TERMINAL),
-        )
-        .values(**values)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise Superseded(task.id)
-
-
-class JobRunner:
-    """Turns a :class:`Lease` into a finished, retried or failed task."""
+class Engine:
+    """Turns claimed leases into finished, retried, failed or cancelled tasks."""
 
     def __init__(
         self,
@@ -74,244 +50,261 @@ class JobRunner:
         sessions: async_sessionmaker[AsyncSession],
         queue: RedisQueue,
         publisher: EventPublisher,
+        on_let_go: Callable[[Lease], None] = lambda lease: None,
     ) -> None:
-        self.settings = settings
+        self.services = Services(settings, sessions, queue, publisher)
         self.sessions = sessions
         self.queue = queue
+        self.redis: Redis = queue.redis
         self.publisher = publisher
+        # Called for every lease this engine is done with (completed, released,
+        # superseded), so the worker frees its slot and stops renewing it.
+        self.on_let_go = on_let_go
+        self._pending: list[Settle] = []
+        self._wake = asyncio.Event()
 
-    async def run(self, lease: Lease) -> None:
-        structlog.contextvars.bind_contextvars(task_id=lease.id, kind=lease.kind)
-        async with self.sessions() as db:
-            task = await db.scalar(
-                select(Task).where(Task.id == int(lease.id)).options(selectinload(Task.submission))
-            )
-        if task is None:
-            log.warning("job.orphaned", reason="no task row")
-            await self.queue.complete(lease)
-            return
-        if task.status in TASK_TERMINAL:
-            # Finished before a crash took the lease: only make sure the chain goes on.
-            await self._enqueue_next(task)
-            await self.queue.complete(lease)
-            return
-        if task.submission is None or task.step_index is None:
-            await self._finish_failed(task, lease, "not a submission pipeline task")
-            return
-        structlog.contextvars.bind_contextvars(submission_id=task.submission_id)
-        step = SUBMISSION_STEPS[task.step_index]
-        ctx = StepContext(
-            task=task,
-            step=step,
-            submission_id=task.submission.id,
-            attempt=lease.attempts,
-            settings=self.settings,
-            sessions=self.sessions,
-            publisher=self.publisher,
-        )
-        if lease.attempts > lease.max_attempts:
-            # Every orphan recovery counts as an attempt, so a job that kills its
-            # worker cannot loop forever.
-            reason = f"gave up after {lease.max_attempts} attempts (its workers were lost)"
-            await self._finish_failed(task, lease, reason, ctx=ctx)
-            return
-        if not await self._mark_running(task, lease):
-            # Finished by another run between our read and now.
-            await self.queue.complete(lease)
-            return
-        await ctx.emit(EventType.STEP_STARTED, SubmissionStatus.PROCESSING)
-        try:
+    # --- starting ---------------------------------------------------------
+    async def start(self, leases: Sequence[Lease]) -> list[TaskRun]:
+        """Record a claimed batch as running; returns the runs whose handlers may start.
+
+        Jobs of unknown kinds fail; jobs whose task is already finished are only
+        completed; a job past its attempts (every orphan recovery counts) fails
+        without running, so a job that kills its worker cannot loop forever.
+        """
+        known: list[tuple[Lease, TaskKind]] = []
+        for lease in leases:
             try:
-                outcome = await HANDLERS[step.name](ctx, task.submission)
-            except StepFailed as exc:
-                await self._finish_failed(task, lease, str(exc), ctx=ctx)
-                return
-            except (Superseded, asyncio.CancelledError):
+                known.append((lease, kind_named(lease.kind)))
+            except UnknownKind as exc:
+                log.error("task.unknown_kind", task_id=lease.id, kind=lease.kind)
+                known.append((lease, _unrunnable(lease, str(exc))))
+        now = utcnow()
+        async with self.sessions.begin() as db:
+            started = await start_runs(db, known, now)
+        await self._after_start(started)
+        runnable = []
+        for run in started.runs:
+            if run.attempts > run.max_attempts:
+                reason = f"gave up after {run.max_attempts} attempts (its workers were lost)"
+                self._settle(_failed(run, reason, None))
+            else:
+                runnable.append(run)
+        return runnable
+
+    async def _after_start(self, started: Started) -> None:
+        for lease in started.orphans:
+            log.warning("job.orphaned", task_id=lease.id, reason="no task row")
+        if started.orphans:
+            await self.queue.complete(*started.orphans)
+            for lease in started.orphans:
+                self.on_let_go(lease)
+        for lease, spec, row in started.finished:
+            # Finished before a crash took the lease: make sure what follows is queued.
+            run = TaskRun(
+                lease=lease,
+                spec=spec,
+                id=row["id"],
+                params=row["params"] or {},
+                owner_id=row["owner_id"],
+                submission_id=row["submission_id"],
+                step_index=row["step_index"],
+                started_at=utcnow(),
+                status=row["status"],
+            )
+            await spec.hooks.after_settled(run, None, self.services)
+        if started.finished:
+            await self.queue.complete(*(lease for lease, _, _ in started.finished))
+            for lease, _, _ in started.finished:
+                self.on_let_go(lease)
+        if started.runs:
+            await self.publisher.publish(
+                names.ADMIN_TASKS,
+                names.EventType.TASKS_CHANGED,
+                {"tasks": [task_state(run) for run in started.runs]},
+            )
+        for run in started.runs:
+            await run.spec.hooks.after_started(run, self.services)
+
+    # --- running ------------------------------------------------------------
+    async def run(self, run: TaskRun) -> None:
+        """Run the handler and queue its ending for the next settle.
+
+        A cancel request or a lost lease interrupts the handler (the worker
+        cancels this coroutine); a shutdown's cancellation propagates so the
+        worker can hand the job back.
+        """
+        structlog.contextvars.bind_contextvars(task_id=run.id, kind=run.kind, attempt=run.attempts)
+        if run.submission_id is not None:
+            structlog.contextvars.bind_contextvars(submission_id=run.submission_id)
+        ctx = (run.spec.make_context or TaskContext)(run, self.services)
+        try:
+            outcome = await run.spec.handler(ctx)
+            if outcome is not None and outcome.result is not None:
+                json.dumps(outcome.result)  # a result the DB cannot store is the handler's bug
+        except TaskFailed as exc:
+            self._settle(_failed(run, str(exc), None))
+            return
+        except asyncio.CancelledError:
+            if not (run.cancel_requested or run.lease_lost):
                 raise
-            except Exception as exc:
-                await self._retry_or_fail(task, lease, exc, ctx)
+            # Our own cancellation, for a reason recorded on the run: not a shutdown.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if run.lease_lost:
+                log.warning("task.superseded", reason="lease lost to another worker")
+                self.on_let_go(run.lease)
                 return
-            await self._finish_done(task, lease, outcome, ctx)
-        except Superseded:
-            # The job is another run's now: leave its lease and its row alone.
-            log.warning("step.superseded", attempt=lease.attempts)
-
-    async def _mark_running(self, task: Task, lease: Lease) -> bool:
-        """Start a new run of the task; ``False`` if it has already finished."""
-        now = utcnow()
-        run_id = secrets.token_hex(8)
-        async with self.sessions.begin() as db:
-            result = await db.execute(
-                update(Task)
-                .where(Task.id == task.id, Task.status.not_in(TASK_TERMINAL))
-                .values(
-                    status=TaskStatus.RUNNING,
-                    attempts=lease.attempts,
-                    started_at=now,
-                    progress=0,
-                    run_id=run_id,
-                )
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                return False
-            if task.submission_id is not None:
-                await db.execute(
-                    update(Submission)
-                    .where(
-                        Submission.id == task.submission_id,
-                        Submission.status == SubmissionStatus.RECEIVED,
-                    )
-                    .values(status=SubmissionStatus.PROCESSING)
-                )
-            db.add(TaskEvent(task_id=task.id, status=TaskStatus.RUNNING, attempt=lease.attempts))
-        task.status, task.attempts, task.started_at = TaskStatus.RUNNING, lease.attempts, now
-        task.progress, task.error, task.run_id = 0, None, run_id
-        log.info("step.started", attempt=lease.attempts)
-        return True
-
-    async def _finish_done(
-        self, task: Task, lease: Lease, outcome: StepOutcome, ctx: StepContext
-    ) -> None:
-        now = utcnow()
-        last = task.step_index == len(SUBMISSION_STEPS) - 1
-        if outcome.reject:
-            sub_status = SubmissionStatus.REJECTED
-        else:
-            sub_status = SubmissionStatus.COMPLETE if last else SubmissionStatus.PROCESSING
-        async with self.sessions.begin() as db:
-            await _fenced_update(
-                db,
-                task,
-                status=TaskStatus.DONE,
-                progress=100,
-                detail=outcome.detail,
-                result=outcome.result,
-                finished_at=now,
-            )
-            db.add(TaskEvent(task_id=task.id, status=TaskStatus.DONE, attempt=lease.attempts))
-            submission_values: dict[str, Any] = {**outcome.submission_updates}
-            if sub_status != SubmissionStatus.PROCESSING:
-                submission_values["status"] = sub_status
-            if submission_values:
-                await db.execute(
-                    update(Submission)
-                    .where(Submission.id == task.submission_id)
-                    .values(**submission_values)
-                )
-            later = TaskStatus.SKIPPED if outcome.reject else TaskStatus.QUEUED
-            await self._advance_chain(db, task, later)
-        task.status, task.progress, task.detail, task.finished_at = (
-            TaskStatus.DONE,
-            100,
-            outcome.detail,
-            now,
-        )
-        await self._enqueue_next(task)
-        await self.queue.complete(lease)
-        await ctx.emit(EventType.STEP_DONE, sub_status, outcome.reject)
-        if sub_status != SubmissionStatus.PROCESSING:
-            await ctx.emit(EventType.SUBMISSION_STATUS, sub_status, outcome.reject)
-        log.info("step.done", detail=outcome.detail, submission_status=str(sub_status))
-
-    async def _advance_chain(self, db: AsyncSession, task: Task, status: TaskStatus) -> None:
-        """Queue the next step, or skip every later step of a rejected/failed submission."""
-        assert task.step_index is not None
-        now = utcnow()
-        if status == TaskStatus.QUEUED:
-            await db.execute(
-                update(Task)
-                .where(
-                    Task.submission_id == task.submission_id,
-                    Task.step_index == task.step_index + 1,
-                    Task.status == TaskStatus.WAITING,
-                )
-                .values(status=TaskStatus.QUEUED, queued_at=now)
-            )
-        else:
-            await db.execute(
-                update(Task)
-                .where(
-                    Task.submission_id == task.submission_id,
-                    Task.step_index > task.step_index,
-                    Task.status == TaskStatus.WAITING,
-                )
-                .values(status=status, finished_at=now, detail="skipped: an earlier step ended it")
-            )
-
-    async def _enqueue_next(self, task: Task) -> None:
-        if task.step_index is None:
+            self._settle(Settle(run, TaskStatus.CANCELLED, detail="cancelled"))
             return
-        async with self.sessions() as db:
-            following = await db.scalar(
-                select(Task).where(
-                    Task.submission_id == task.submission_id,
-                    Task.step_index == task.step_index + 1,
-                    Task.status == TaskStatus.QUEUED,
-                )
-            )
-        if following is not None:
-            await self.queue.enqueue(job_for(following))
-
-    async def _retry_or_fail(
-        self, task: Task, lease: Lease, exc: BaseException, ctx: StepContext
-    ) -> None:
-        text = "".join(traceback.format_exception(exc))
-        if lease.attempts >= lease.max_attempts:
-            await self._finish_failed(task, lease, f"{type(exc).__name__}: {exc}", text, ctx)
+        except Exception as exc:
+            self._settle(self._retry_or_fail(run, exc))
             return
-        delay = ctx.step.retry_delay(lease.attempts)
-        log.warning(
-            "step.retry", attempt=lease.attempts, delay=delay, error=repr(exc), exc_info=exc
-        )
-        detail = f"retrying in {delay:.0f}s after an error: {exc}"
-        async with self.sessions.begin() as db:
-            await _fenced_update(db, task, status=TaskStatus.QUEUED, error=text, detail=detail)
-            db.add(
-                TaskEvent(
-                    task_id=task.id,
-                    status=TaskStatus.QUEUED,
-                    attempt=lease.attempts,
-                    detail=repr(exc),
-                )
-            )
-        task.status, task.detail = TaskStatus.QUEUED, detail
-        await self.queue.release(lease, delay_seconds=delay)
-        await ctx.emit(EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING)
+        detail = outcome.detail if outcome else None
+        self._settle(Settle(run, TaskStatus.DONE, outcome=outcome, detail=detail))
 
-    async def _finish_failed(
-        self,
-        task: Task,
-        lease: Lease,
-        reason: str,
-        trace: str | None = None,
-        ctx: StepContext | None = None,
-    ) -> None:
+    def _retry_or_fail(self, run: TaskRun, exc: Exception) -> Settle:
+        trace = "".join(traceback.format_exception(exc))
+        if run.attempts >= run.max_attempts:
+            return _failed(run, f"{type(exc).__name__}: {exc}", trace)
+        delay = run.spec.retry_delay(run.attempts)
+        log.warning("task.retry", delay=delay, error=repr(exc), exc_info=exc)
+        return Settle(
+            run,
+            TaskStatus.QUEUED,
+            detail=f"retrying in {delay:.0f}s after an error: {exc}",
+            error=trace,
+            delay=delay,
+        )
+
+    def _settle(self, item: Settle) -> None:
+        self._pending.append(item)
+        self._wake.set()
+
+    # --- settling -------------------------------------------------------------
+    async def settle_forever(self, stop: asyncio.Event) -> None:
+        """Write pending endings in batches until ``stop`` is set and none is left."""
+        failures = 0
+        while True:
+            if not self._pending:
+                if stop.is_set():
+                    return
+                waker = asyncio.create_task(self._wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                try:
+                    await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                    stopper.cancel()
+                self._wake.clear()
+                continue
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.shield(self._settle_batch(batch))
+                failures = 0
+            except (SQLAlchemyError, RedisError, OSError) as exc:
+                # The runs keep their leases (heartbeats go on); try the batch again.
+                self._pending = batch + self._pending
+                failures += 1
+                delay = min(0.1 * 2 ** min(failures, 8), MAX_SETTLE_BACKOFF)
+                log.warning("settle.failed", error=str(exc), retry_in=delay, runs=len(batch))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _settle_batch(self, batch: list[Settle]) -> None:
         now = utcnow()
-        message = f"Processing failed: {reason}. Please upload the file again or contact staff."
         async with self.sessions.begin() as db:
-            await _fenced_update(
-                db,
-                task,
-                status=TaskStatus.FAILED,
-                detail=reason,
-                error=trace or reason,
-                finished_at=now,
+            others = await settle_runs(db, batch, now)
+        for item in batch:
+            # A retried batch whose DB part committed before Redis failed: the row
+            # already holds this run's end, so only the Redis part and events remain.
+            if others.get(item.run.id) == (item.status, item.run.run_id):
+                item.applied = True
+        finished: list[Lease] = []
+        failed: list[Settle] = []
+        for item in batch:
+            run = item.run
+            if item.applied:
+                run.status, run.finished_at = item.status, now
+                run.detail = item.detail
+                if item.status == TaskStatus.QUEUED:
+                    await self.queue.release(run.lease, delay_seconds=item.delay)
+                    continue
+                if item.status == TaskStatus.FAILED:
+                    failed.append(item)
+                finished.append(run.lease)
+            elif run.id not in others or others[run.id][0] in TASK_TERMINAL:
+                # Finished by someone else (an operator's cancel): the job is done with.
+                finished.append(run.lease)
+        if finished:
+            await self.queue.complete(*finished)
+        if failed:
+            await self._dead_letter(failed, now.timestamp())
+        await self._announce(batch)
+
+    async def _dead_letter(self, failed: list[Settle], at: float) -> None:
+        await self.redis.zadd(
+            names.DEAD_LETTER_KEY, {str(item.run.id): int(at * 1000) for item in failed}
+        )
+        for item in failed:
+            alert = {**task_state(item.run), "error": item.detail}
+            await self.publisher.publish(names.ADMIN_TASKS, names.EventType.TASK_FAILED, alert)
+
+    async def _announce(self, batch: list[Settle]) -> None:
+        """Events, logs and hooks after a settle is committed and Redis updated."""
+        applied = [item for item in batch if item.applied]
+        if applied:
+            await self.publisher.publish(
+                names.ADMIN_TASKS,
+                names.EventType.TASKS_CHANGED,
+                {"tasks": [task_state(item.run) for item in applied]},
             )
-            db.add(
-                TaskEvent(
-                    task_id=task.id, status=TaskStatus.FAILED, attempt=lease.attempts, detail=reason
+        for item in batch:
+            run = item.run
+            self.on_let_go(run.lease)
+            if not item.applied:
+                log.warning("task.superseded", task_id=run.id, kind=run.kind)
+                continue
+            if run.owner_id is not None and run.spec.notify_owner:
+                await self.publisher.publish(
+                    names.user_topic(run.owner_id), names.EventType.TASK_STATE, task_state(run)
                 )
-            )
-            if task.submission_id is not None:
-                await db.execute(
-                    update(Submission)
-                    .where(Submission.id == task.submission_id)
-                    .values(status=SubmissionStatus.FAILED, status_detail=message)
-                )
-                await self._advance_chain(db, task, TaskStatus.SKIPPED)
-        task.status, task.detail, task.finished_at = TaskStatus.FAILED, reason, now
-        await self.queue.complete(lease)
-        if ctx is not None:
-            await ctx.emit(EventType.STEP_FAILED, SubmissionStatus.FAILED, message)
-            await ctx.emit(EventType.SUBMISSION_STATUS, SubmissionStatus.FAILED, message)
-        log.error("step.failed", reason=reason)
+            if item.status == TaskStatus.QUEUED:
+                await run.spec.hooks.after_retry(run, self.services)
+            else:
+                await run.spec.hooks.after_settled(run, item.outcome, self.services)
+            _log_end(item)
+
+
+def _failed(run: TaskRun, reason: str, trace: str | None) -> Settle:
+    return Settle(run, TaskStatus.FAILED, detail=reason, error=trace or reason)
+
+
+def _unrunnable(lease: Lease, reason: str) -> TaskKind:
+    """A stand-in kind for a job no registered kind can run: it fails at once, honestly."""
+
+    async def refuse(_ctx: TaskContext) -> None:
+        raise TaskFailed(reason)
+
+    return TaskKind(lease.kind, lease.queue, refuse, max_attempts=1)
+
+
+def _log_end(item: Settle) -> None:
+    run = item.run
+    seconds = (run.finished_at or run.started_at).timestamp() - run.started_at.timestamp()
+    fields = {
+        "task_id": run.id,
+        "kind": run.kind,
+        "attempt": run.attempts,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    if run.submission_id is not None:
+        fields["submission_id"] = run.submission_id
+    if item.status == TaskStatus.FAILED:
+        log.error("task.failed", reason=item.detail, **fields)
+    elif item.status == TaskStatus.CANCELLED:
+        log.info("task.cancelled", **fields)
+    elif run.spec.quiet:
+        log.debug("task.done", **fields)
+    else:
+        log.info("task.done", detail=item.detail, **fields)

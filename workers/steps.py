@@ -12,30 +12,17 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from herald.models import Submission
-from workers.context import StepContext
 from workers.scanner import SCANNER_NAME, SignatureScanner, load_deny_list
+from workers.step_context import StepContext, StepFailed, StepOutcome
 from workers.textract import extract_text, text_stats
 
 __all__ = ["HANDLERS", "StepFailed", "StepOutcome"]
 
 CHUNK = 256 * 1024
-
-
-class StepFailed(Exception):
-    """A step that cannot succeed, however often it is retried."""
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    detail: str
-    result: dict[str, Any] = field(default_factory=dict)
-    submission_updates: dict[str, Any] = field(default_factory=dict)
-    reject: str | None = None  # the submission is refused with this reason
 
 
 Handler = Callable[[StepContext, Submission], Awaitable[StepOutcome]]

@@ -1,24 +1,32 @@
 """The worker process: claims jobs, runs them in fixed slots, renews their leases,
-recovers the jobs of dead workers, and shuts down without losing any."""
+passes cancel requests to their handlers, recovers the jobs of dead workers, and
+shuts down without losing any."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy.exc import SQLAlchemyError
 
 from herald.db import create_engine, session_factory
 from herald.events import EventPublisher
 from herald.health import instance_id, keep_health
 from herald.logs import get_logger
+from herald.redis_pool import connect
 from herald.settings import Settings
-from workers.queue import Lease, RedisQueue
+from workers.context import TaskRun
+from workers.queue import Lease, LeaseState, RedisQueue
 from workers.reconciler import reconcile_once_per_cluster
-from workers.runner import JobRunner
+from workers.runner import Engine
+from workers.window import TimeWindow, WindowError
 
 __all__ = [
     "DEFAULT_QUEUES",
@@ -31,7 +39,7 @@ __all__ = [
 
 log = get_logger(__name__)
 
-DEFAULT_QUEUES = ("io", "cpu")
+DEFAULT_QUEUES = ("io", "cpu", "diag")
 # A lease outlives one missed heartbeat but not two: a dead worker's jobs are
 # back on the queue within about two heartbeat intervals (plus one reaper pass).
 HEARTBEAT_SECONDS = 1.0
@@ -41,6 +49,10 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 PROMOTE_SECONDS = 0.5
 # How often one worker of the cluster checks the DB for work Redis has lost.
 RECONCILE_SECONDS = 30.0
+# How stale a queue's window setting may be.
+WINDOW_REFRESH_SECONDS = 1.0
+# Most jobs taken in one claim: one Redis script and one DB transaction for all.
+CLAIM_BATCH = 100
 MAX_OUTAGE_BACKOFF = 5.0
 
 
@@ -50,21 +62,28 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
-        runner: JobRunner,
+        engine: Engine,
         queues: Sequence[str],
         concurrency: int,
     ) -> None:
         self.settings = settings
-        self.queue = RedisQueue(redis)
-        self.redis = redis
-        self.runner = runner
+        self.engine = engine
+        self.queue = engine.queue
+        self.redis = engine.queue.redis
         self.queues = tuple(queues)
         self.concurrency = concurrency
         self.id = instance_id()
-        self._running: dict[asyncio.Task[None], Lease] = {}
+        engine.on_let_go = self._let_go
+        # Every lease this worker holds, claimed until completed or handed back.
+        self._held: dict[str, Lease] = {}
+        self._handlers: dict[str, tuple[TaskRun, asyncio.Task[None]]] = {}
+        self._slot_free = asyncio.Event()
+        self._zone = ZoneInfo(settings.timezone)
+        self._windows: dict[str, TimeWindow | None] = {}
+        self._windows_read = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
+        settled = asyncio.Event()
         helpers = {
             asyncio.create_task(self._forever(stop, "heartbeat", self._heartbeat_once)),
             asyncio.create_task(self._forever(stop, "reaper", self._reap_once)),
@@ -74,12 +93,15 @@ class Worker:
                 name="health",
             ),
         }
+        settler = asyncio.create_task(self.engine.settle_forever(settled), name="settle")
         log.info("worker.started", queues=self.queues, concurrency=self.concurrency)
         try:
             await self._forever(stop, "claim", self._claim_once)
         finally:
-            await self._shutdown()
             stop.set()
+            await self._drain()
+            settled.set()
+            await settler
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -88,70 +110,123 @@ class Worker:
     async def _forever(
         self, stop: asyncio.Event, what: str, once: Callable[[asyncio.Event], Awaitable[None]]
     ) -> None:
-        """Run ``once`` until stopped, riding out Redis outages with backoff."""
+        """Run ``once`` until stopped, riding out Redis and DB outages with backoff."""
         failures = 0
         while not stop.is_set():
             try:
                 await once(stop)
                 failures = 0
-            except RedisError as exc:
+            except (RedisError, SQLAlchemyError, OSError) as exc:
                 failures += 1
-                delay = min(0.1 * 2**failures, MAX_OUTAGE_BACKOFF)
-                log.warning("redis.unavailable", loop=what, error=str(exc), retry_in=delay)
+                delay = min(0.1 * 2 ** min(failures, 8), MAX_OUTAGE_BACKOFF)
+                log.warning("backend.unavailable", loop=what, error=str(exc), retry_in=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 
+    # --- taking work ----------------------------------------------------------
     async def _claim_once(self, stop: asyncio.Event) -> None:
-        free = self.concurrency - len(self._running)
-        claimed = 0
-        for name in self.queues:
-            if free - claimed <= 0:
-                break
-            for lease in await self.queue.claim(name, self.id, free - claimed, LEASE_SECONDS):
-                claimed += 1
-                self._start(lease)
-        if claimed:
-            return
+        free = self.concurrency - len(self._held)
         if free <= 0:
-            await self._wait_for_slot(stop)
-        else:
+            await self._wait_for(stop, self._slot_free)
+            self._slot_free.clear()
+            return
+        open_now = await self._open_queues()
+        leases: list[Lease] = []
+        for name in self.queues:
+            want = min(free - len(leases), CLAIM_BATCH)
+            if want <= 0:
+                break
+            leases += await self.queue.claim(
+                name, self.id, want, LEASE_SECONDS, window_open=open_now[name]
+            )
+        if not leases:
             await self.queue.wait(self.queues, seconds=1.0)
+            return
+        for lease in leases:
+            self._held[lease.token] = lease
+        try:
+            runs = await self.engine.start(leases)
+        except BaseException:
+            # The DB or Redis failed mid-start: give the jobs back rather than renew
+            # leases nobody runs. A re-claim finds any that did finish and completes them.
+            await asyncio.shield(self._hand_back(leases))
+            raise
+        for run in runs:
+            task = asyncio.create_task(self._run_one(run), name=f"task-{run.id}")
+            self._handlers[run.lease.token] = (run, task)
 
-    def _start(self, lease: Lease) -> None:
-        task = asyncio.create_task(self._run_one(lease), name=f"job-{lease.id}")
-        self._running[task] = lease
-        task.add_done_callback(self._running.pop)
+    async def _open_queues(self) -> dict[str, bool]:
+        """Whether each served queue's window is open now (settings re-read each second)."""
+        if time.monotonic() - self._windows_read > WINDOW_REFRESH_SECONDS:
+            self._windows = {}
+            for name, spec in (await self.queue.windows(self.queues)).items():
+                try:
+                    self._windows[name] = TimeWindow.parse(spec) if spec else None
+                except WindowError as exc:
+                    # Settings are checked when written; a bad one keeps the queue shut.
+                    log.error("queue.bad_window", queue=name, error=str(exc))
+                    self._windows[name] = TimeWindow(spec, ())
+            self._windows_read = time.monotonic()
+        now = datetime.now(self._zone)
+        return {
+            name: window is None or window.is_open(now)
+            for name in self.queues
+            for window in [self._windows.get(name)]
+        }
 
-    async def _run_one(self, lease: Lease) -> None:
+    async def _run_one(self, run: TaskRun) -> None:
         structlog.contextvars.clear_contextvars()
         try:
-            await self.runner.run(lease)
+            await self.engine.run(run)
         except asyncio.CancelledError:
-            # Shutdown or a lost lease: hand the job back for another worker.
-            await asyncio.shield(self.queue.release(lease))
+            # Shutdown: hand the job back for another worker.
+            await asyncio.shield(self._hand_back([run.lease]))
             raise
-        except Exception:
-            log.exception("job.crashed", task_id=lease.id)
+        finally:
+            self._handlers.pop(run.lease.token, None)
 
-    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+    def _let_go(self, lease: Lease) -> None:
+        if self._held.pop(lease.token, None) is not None:
+            self._slot_free.set()
+
+    async def _hand_back(self, leases: Sequence[Lease]) -> None:
+        for lease in leases:
+            with contextlib.suppress(RedisError):
+                await self.queue.release(lease, refund=True)
+            log.warning("job.handed_back", task_id=lease.id)
+            self._let_go(lease)
+
+    @staticmethod
+    async def _wait_for(stop: asyncio.Event, event: asyncio.Event) -> None:
         stopping = asyncio.create_task(stop.wait())
+        waiting = asyncio.create_task(event.wait())
         try:
-            await asyncio.wait({stopping, *self._running}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            waiting.cancel()
 
+    # --- keeping leases -----------------------------------------------------------
     async def _heartbeat_once(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
-        running = list(self._running.items())
-        if not running:
+        held = list(self._held.values())
+        if not held:
             return
-        alive = await self.queue.heartbeat([lease for _, lease in running], LEASE_SECONDS)
-        for (task, lease), held in zip(running, alive, strict=True):
-            if not held:
+        answers = await self.queue.heartbeat(held, LEASE_SECONDS)
+        for lease, answer in zip(held, answers, strict=True):
+            running = self._handlers.get(lease.token)
+            if answer == LeaseState.HELD or running is None:
+                continue
+            run, task = running
+            if answer == LeaseState.LOST:
                 # Another worker owns it now (our lease expired): stop our copy.
                 log.warning("lease.lost", task_id=lease.id)
-                task.cancel()
+                run.lease_lost = True
+            else:
+                log.info("task.cancel_requested", task_id=lease.id)
+                run.cancel_requested = True
+            task.cancel()
 
     async def _reap_once(self, stop: asyncio.Event) -> None:
         """Recover expired leases and promote due delayed jobs, on every queue served."""
@@ -164,18 +239,19 @@ class Worker:
             await asyncio.wait_for(stop.wait(), PROMOTE_SECONDS)
 
     async def _reconcile_once(self, stop: asyncio.Event) -> None:
-        await reconcile_once_per_cluster(self.runner.sessions, self.queue, RECONCILE_SECONDS)
+        await reconcile_once_per_cluster(self.engine.sessions, self.queue, RECONCILE_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RECONCILE_SECONDS)
 
-    async def _shutdown(self) -> None:
+    # --- stopping -------------------------------------------------------------------
+    async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
-        if not self._running:
+        running = {task for _, task in self._handlers.values()}
+        if not running:
             return
-        log.info("worker.draining", running=len(self._running))
-        _, pending = await asyncio.wait(set(self._running), timeout=SHUTDOWN_GRACE_SECONDS)
+        log.info("worker.draining", running=len(running))
+        _, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
         for task in pending:
-            log.warning("job.handed_back", task_id=self._running[task].id)
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
@@ -212,15 +288,18 @@ async def serve(
     concurrency: int | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set."""
-    redis = Redis.from_url(settings.redis_url)
-    engine = create_engine(settings)
+    # One connection per ten job slots (plus the worker's own loops) is plenty: a
+    # Redis call takes microseconds, so jobs queue briefly for a connection.
+    slots = concurrency or settings.worker_concurrency
+    redis = connect(settings.redis_url, max_connections=8 + slots // 10)
+    db_engine = create_engine(settings)
     try:
         await check_redis_keeps_jobs(redis)
-        runner = JobRunner(
-            settings, session_factory(engine), RedisQueue(redis), EventPublisher(redis)
+        engine = Engine(
+            settings, session_factory(db_engine), RedisQueue(redis), EventPublisher(redis)
         )
-        worker = Worker(settings, redis, runner, queues, concurrency or settings.worker_concurrency)
+        worker = Worker(settings, engine, queues, slots)
         await worker.run(stop)
     finally:
         await redis.aclose()
-        await engine.dispose()
+        await db_engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -24,10 +25,11 @@ from herald.names import submission_topic
 from herald.settings import Settings
 from tests.support import eventually
 from tests.workers.support import submit_file
-from workers import pipeline, steps, worker
-from workers.context import StepContext
+from workers import steps, worker
+from workers.kinds import KINDS
 from workers.pipeline import SUBMISSION_STEPS
 from workers.scanner import EICAR_SIGNATURE
+from workers.step_context import StepContext
 
 
 @pytest.fixture
@@ -164,7 +166,8 @@ async def test_persistent_failure_fails_after_max_attempts(
         raise RuntimeError("handler bug")
 
     monkeypatch.setitem(steps.HANDLERS, "verify", broken)
-    monkeypatch.setattr(pipeline.PipelineStep, "retry_delay", lambda self, attempt: 0.05)
+    fast = dataclasses.replace(KINDS["submission.verify"], retry_base=0.05)
+    monkeypatch.setitem(KINDS, "submission.verify", fast)
     sub_id = await submit_file(settings, b"doomed\n", "doomed.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.FAILED

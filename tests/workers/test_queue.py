@@ -9,11 +9,24 @@ import pytest
 from redis.asyncio import Redis
 
 from herald import names
-from workers.queue import Job, RedisQueue
+from workers.queue import CancelOutcome, Job, LeaseState, RedisQueue
 
 
 async def _ids(queue: RedisQueue, name: str, count: int = 100) -> list[str]:
     return [lease.id for lease in await queue.claim(name, "w1", count, 30)]
+
+
+async def _settings(
+    queue: RedisQueue,
+    name: str,
+    *,
+    paused: bool = False,
+    max_active: int | None = None,
+    immediate: bool = False,
+) -> None:
+    await queue.apply_settings(
+        name, paused=paused, max_active=max_active, window=None, immediate=immediate
+    )
 
 
 async def test_priority_first_then_fifo(redis: Redis) -> None:
@@ -38,7 +51,7 @@ async def test_enqueue_is_idempotent_while_the_job_exists(redis: Redis) -> None:
     [lease] = await queue.claim("q", "w1", 10, 30)
     await queue.enqueue(Job("a", "k", "q"))
     assert await queue.depth("q") == 0
-    assert await queue.complete(lease)
+    assert await queue.complete(lease) == [True]
 
 
 async def test_a_job_leaves_redis_only_when_completed(redis: Redis) -> None:
@@ -48,7 +61,7 @@ async def test_a_job_leaves_redis_only_when_completed(redis: Redis) -> None:
     [lease] = await queue.claim("q", "w1", 10, 30)
     assert await redis.exists(names.job_key("a"))
     assert await redis.zscore(names.queue_leases_key("q"), "a") is not None
-    assert await queue.complete(lease)
+    assert await queue.complete(lease) == [True]
     assert not await redis.exists(names.job_key("a"))
     assert await redis.zcard(names.queue_leases_key("q")) == 0
 
@@ -62,9 +75,8 @@ async def test_expired_lease_is_recovered_and_fenced(redis: Redis) -> None:
     assert await queue.reap("q") == ["a"]
     [alive] = await queue.claim("q", "w2", 10, 30)
     assert alive.attempts == 2 and alive.token != dead.token
-    assert await queue.heartbeat([dead, alive], 30) == [False, True]
-    assert not await queue.complete(dead)
-    assert await queue.complete(alive)
+    assert await queue.heartbeat([dead, alive], 30) == [LeaseState.LOST, LeaseState.HELD]
+    assert await queue.complete(dead, alive) == [False, True]
 
 
 async def test_release_hands_the_job_back_in_its_place(redis: Redis) -> None:
@@ -81,10 +93,10 @@ async def test_release_hands_the_job_back_in_its_place(redis: Redis) -> None:
 async def test_paused_queue_hands_out_nothing_until_resumed(redis: Redis) -> None:
     """While paused, claims return nothing and jobs wait; resuming drains them."""
     queue = RedisQueue(redis)
-    await queue.pause("q")
+    await _settings(queue, "q", paused=True)
     await queue.enqueue(Job("a", "k", "q"))
     assert await queue.claim("q", "w1", 10, 30) == []
-    await queue.resume("q")
+    await _settings(queue, "q", paused=False)
     assert await _ids(queue, "q") == ["a"]
 
 
@@ -141,3 +153,92 @@ async def test_worker_refuses_a_redis_that_evicts_any_key(redis: Redis) -> None:
     finally:
         await redis.config_set("maxmemory-policy", "noeviction")
     await check_redis_keeps_jobs(redis)
+
+
+async def test_max_active_caps_running_jobs_across_workers(redis: Redis) -> None:
+    """With max_active=2, claims by any number of workers hold at most 2 leases at once;
+    finishing one frees its slot."""
+    queue = RedisQueue(redis)
+    await _settings(queue, "q", max_active=2)
+    await queue.enqueue(*(Job(str(i), "k", "q") for i in range(5)))
+    first = await queue.claim("q", "w1", 10, 30)
+    second = await queue.claim("q", "w2", 10, 30)
+    assert len(first) == 2 and second == []
+    assert await queue.complete(first[0]) == [True]
+    [third] = await queue.claim("q", "w2", 10, 30)
+    assert third.id == "2"
+
+
+async def test_an_expired_lease_gives_its_slot_back(redis: Redis) -> None:
+    """A dead worker's slot is free once its lease runs out, before any reaper pass."""
+    queue = RedisQueue(redis)
+    await _settings(queue, "q", max_active=1)
+    await queue.enqueue(Job("a", "k", "q"), Job("b", "k", "q"))
+    await queue.claim("q", "dead", 1, lease_seconds=0.05)
+    assert await queue.claim("q", "w2", 1, 30) == []
+    await asyncio.sleep(0.1)  # the lease running out is what is under test
+    [lease] = await queue.claim("q", "w2", 1, 30)
+    assert lease.id == "b"
+
+
+async def test_immediate_jobs_run_outside_window_and_cap_but_not_pause(redis: Redis) -> None:
+    """Immediate jobs are claimed first, with the window shut and the cap full; pause
+    stops them too."""
+    queue = RedisQueue(redis)
+    await _settings(queue, "q", max_active=1)
+    await queue.enqueue(Job("slow", "k", "q"), Job("held", "k", "q"))
+    [busy] = await queue.claim("q", "w1", 1, 30)
+    await queue.enqueue(Job("now", "k", "q", immediate=True))
+    assert [lease.id for lease in await queue.claim("q", "w2", 10, 30, window_open=False)] == [
+        "now"
+    ]
+    await queue.enqueue(Job("now2", "k", "q", immediate=True))
+    await _settings(queue, "q", paused=True, max_active=1)
+    assert await queue.claim("q", "w2", 10, 30) == []
+    assert busy.id == "slow"
+
+
+async def test_queue_immediate_mode_lifts_window_and_cap(redis: Redis) -> None:
+    """A queue in immediate mode hands out its ready jobs with its window shut and past its cap."""
+    queue = RedisQueue(redis)
+    await _settings(queue, "q", max_active=1, immediate=True)
+    await queue.enqueue(Job("a", "k", "q"), Job("b", "k", "q"))
+    assert len(await queue.claim("q", "w1", 10, 30, window_open=False)) == 2
+
+
+async def test_closed_window_holds_ready_jobs(redis: Redis) -> None:
+    """Outside the window nothing is handed out and nothing is dropped."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    assert await queue.claim("q", "w1", 10, 30, window_open=False) == []
+    assert await queue.depth("q") == 1
+    assert await _ids(queue, "q") == ["a"]
+
+
+async def test_cancel_removes_waiting_and_signals_running(redis: Redis) -> None:
+    """Cancelling a waiting or delayed job removes it; a running one is flagged, and its
+    worker's heartbeat answers CANCEL."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("waiting", "k", "q"), Job("running", "k", "q"))
+    await queue.enqueue(Job("later", "k", "q"), at=time.time() + 3600)
+    assert await queue.cancel("later", "q") == CancelOutcome.REMOVED
+    [lease] = await queue.claim("q", "w1", 1, 30)
+    assert lease.id == "waiting"
+    assert await queue.cancel("running", "q") == CancelOutcome.REMOVED
+    assert await queue.cancel("waiting", "q") == CancelOutcome.SIGNALLED
+    assert await queue.heartbeat([lease], 30) == [LeaseState.CANCEL]
+    assert await queue.cancel("nothing", "q") == CancelOutcome.ABSENT
+    assert await queue.depth("q") == 0
+
+
+async def test_hand_back_refunds_the_attempt_but_a_retry_does_not(redis: Redis) -> None:
+    """A job handed back at shutdown keeps its attempt count; a failed attempt counts."""
+    queue = RedisQueue(redis)
+    await queue.enqueue(Job("a", "k", "q"))
+    [first] = await queue.claim("q", "w1", 1, 30)
+    assert await queue.release(first, refund=True)
+    [second] = await queue.claim("q", "w1", 1, 30)
+    assert second.attempts == 1
+    assert await queue.release(second)
+    [third] = await queue.claim("q", "w1", 1, 30)
+    assert third.attempts == 2

@@ -1,0 +1,256 @@
+"""Operating on tasks from outside a worker (CLI, web API): submit, cancel, retry, list.
+
+The DB row is written first and the Redis job second, so a crash between the two
+leaves a row the reconciler re-enqueues, never a job without a row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from herald import names
+from herald.events import EventPublisher
+from herald.models import TASK_TERMINAL, Task, TaskEvent, TaskStatus, utcnow
+from workers.context import task_state
+from workers.kinds import kind_named
+from workers.queue import MAX_PRIORITY, MIN_PRIORITY, CancelOutcome, Job, RedisQueue, job_for
+
+__all__ = [
+    "Submitted",
+    "TaskControlError",
+    "TaskRequest",
+    "cancel_task",
+    "list_tasks",
+    "retry_task",
+    "submit_tasks",
+]
+
+_KEY_LIMIT = 200
+_PARAMS_LIMIT = 64 * 1024
+
+
+class TaskControlError(ValueError):
+    """A request about tasks that cannot be honoured; the message is for a person."""
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One task to submit. ``at`` (UNIX time) delays it; ``key`` makes it idempotent."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    at: float | None = None
+    key: str | None = None
+    owner_id: int | None = None
+    immediate: bool = False
+    queue: str | None = None  # overrides the kind's default queue
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: int
+    created: bool  # False: the idempotency key named an earlier task, returned instead
+
+
+def _row_for(request: TaskRequest, now: datetime) -> dict[str, Any]:
+    spec = kind_named(request.kind)  # UnknownKind is a LookupError with the known names
+    if not MIN_PRIORITY <= request.priority <= MAX_PRIORITY:
+        raise TaskControlError(f"priority must be from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    if request.key is not None and not 0 < len(request.key) <= _KEY_LIMIT:
+        raise TaskControlError(f"an idempotency key is 1–{_KEY_LIMIT} characters")
+    if not isinstance(request.params, dict):
+        raise TaskControlError("params must be a JSON object")
+    if len(json.dumps(request.params)) > _PARAMS_LIMIT:
+        raise TaskControlError(f"params must be at most {_PARAMS_LIMIT // 1024} KiB of JSON")
+    return {
+        "kind": spec.name,
+        "queue": request.queue or spec.queue,
+        "priority": request.priority,
+        "immediate": request.immediate,
+        "status": TaskStatus.QUEUED,
+        "progress": 0,
+        "params": request.params,
+        "attempts": 0,
+        "max_attempts": spec.max_attempts,
+        "idempotency_key": request.key,
+        "owner_id": request.owner_id,
+        "created_at": now,
+        "queued_at": now,
+        "detail": None
+        if request.at is None
+        else f"scheduled for {datetime.fromtimestamp(request.at).astimezone().isoformat()}",
+    }
+
+
+async def submit_tasks(
+    sessions: async_sessionmaker[AsyncSession],
+    queue: RedisQueue,
+    requests: Sequence[TaskRequest],
+) -> list[Submitted]:
+    """Record and enqueue tasks, in order; one transaction and one Redis round trip.
+
+    A request whose idempotency key names an existing task returns that task
+    (``created=False``) and changes nothing, even when two submits race.
+    """
+    now = utcnow()
+    rows = [_row_for(request, now) for request in requests]
+    keys = [r.key for r in requests if r.key is not None]
+    try:
+        async with sessions.begin() as db:
+            existing = await _tasks_by_key(db, keys)
+            fresh = [row for row in rows if row["idempotency_key"] not in existing]
+            ids = iter(await _insert(db, fresh))
+    except IntegrityError:
+        # A concurrent submit with the same key won the race: its task is the answer.
+        if not keys:
+            raise
+        return await submit_tasks(sessions, queue, requests)
+    result: list[Submitted] = []
+    jobs: dict[float | None, list[Job]] = {}
+    for request, row in zip(requests, rows, strict=True):
+        if row["idempotency_key"] in existing:
+            result.append(Submitted(existing[row["idempotency_key"]], created=False))
+            continue
+        task_id = next(ids)
+        result.append(Submitted(task_id, created=True))
+        jobs.setdefault(request.at, []).append(
+            Job(
+                id=str(task_id),
+                kind=row["kind"],
+                queue=row["queue"],
+                priority=row["priority"],
+                max_attempts=row["max_attempts"],
+                immediate=row["immediate"],
+            )
+        )
+    for at, batch in jobs.items():
+        await queue.enqueue(*batch, at=at)
+    return result
+
+
+async def _tasks_by_key(db: AsyncSession, keys: list[str]) -> dict[str | None, int]:
+    if not keys:
+        return {}
+    rows = await db.execute(
+        select(Task.idempotency_key, Task.id).where(Task.idempotency_key.in_(keys))
+    )
+    return {key: task_id for key, task_id in rows}
+
+
+async def _insert(db: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    ids = await db.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), rows)
+    return list(ids)
+
+
+async def cancel_task(
+    sessions: async_sessionmaker[AsyncSession],
+    queue: RedisQueue,
+    publisher: EventPublisher,
+    task_id: int,
+) -> TaskStatus:
+    """Cancel a task: a waiting one is removed at once (``cancelled``); a running one
+    is told to stop, on whichever worker runs it, and ends ``cancelled`` there
+    (``running`` is returned). :class:`TaskControlError` if it has finished."""
+    async with sessions() as db:
+        task = await db.get(Task, task_id)
+    if task is None:
+        raise LookupError(f"no task {task_id}")
+    if task.status in TASK_TERMINAL:
+        raise TaskControlError(f"task {task_id} has already ended ({task.status})")
+    if task.submission_id is not None:
+        raise TaskControlError(
+            "submission steps end with their submission; they are not cancelled one by one"
+        )
+    found = await queue.cancel(str(task_id), task.queue)
+    if found == CancelOutcome.SIGNALLED:
+        return TaskStatus.RUNNING
+    # Waiting (now removed from Redis), or lost by Redis: end it in the DB. A worker
+    # that claimed it meanwhile finds it finished and only completes its job.
+    async with sessions.begin() as db:
+        result = await db.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status.not_in(TASK_TERMINAL))
+            .values(status=TaskStatus.CANCELLED, finished_at=utcnow(), detail="cancelled")
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise TaskControlError(f"task {task_id} ended while being cancelled")
+        db.add(TaskEvent(task_id=task_id, status=TaskStatus.CANCELLED, attempt=task.attempts))
+    task.status, task.detail = TaskStatus.CANCELLED, "cancelled"
+    await publisher.publish(
+        names.ADMIN_TASKS, names.EventType.TASKS_CHANGED, {"tasks": [task_state(task)]}
+    )
+    return TaskStatus.CANCELLED
+
+
+async def retry_task(
+    sessions: async_sessionmaker[AsyncSession],
+    queue: RedisQueue,
+    publisher: EventPublisher,
+    task_id: int,
+) -> None:
+    """Put a failed or cancelled task back on its queue with a fresh set of attempts."""
+    async with sessions.begin() as db:
+        task = await db.get(Task, task_id, with_for_update=True)
+        if task is None:
+            raise LookupError(f"no task {task_id}")
+        if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise TaskControlError(
+                f"only failed or cancelled tasks are retried; {task_id} is {task.status}"
+            )
+        task.status, task.attempts, task.progress = TaskStatus.QUEUED, 0, 0
+        task.finished_at, task.started_at, task.run_id = None, None, None
+        task.queued_at, task.detail = utcnow(), "retried by an operator"
+        db.add(TaskEvent(task_id=task_id, status=TaskStatus.QUEUED, detail="retried"))
+        await kind_named(task.kind).hooks.on_retried(db, task_id)
+    await queue.redis.zrem(names.DEAD_LETTER_KEY, str(task_id))
+    await queue.enqueue(job_for(task))
+    await publisher.publish(
+        names.ADMIN_TASKS, names.EventType.TASKS_CHANGED, {"tasks": [task_state(task)]}
+    )
+
+
+async def list_tasks(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    queue: str | None = None,
+    owner_id: int | None = None,
+    limit: int = 50,
+) -> list[Task]:
+    """Newest first, filtered."""
+    query = select(Task).order_by(Task.id.desc()).limit(max(1, min(limit, 1000)))
+    if status:
+        query = query.where(Task.status == TaskStatus(status))
+    if kind:
+        query = query.where(Task.kind == kind)
+    if queue:
+        query = query.where(Task.queue == queue)
+    if owner_id is not None:
+        query = query.where(Task.owner_id == owner_id)
+    async with sessions() as db:
+        return list((await db.scalars(query)).all())
+
+
+async def failures_since(
+    sessions: async_sessionmaker[AsyncSession], since: datetime
+) -> dict[str, int]:
+    """Tasks failed for good per queue since ``since``."""
+    async with sessions() as db:
+        rows = await db.execute(
+            select(Task.queue, func.count())
+            .where(Task.status == TaskStatus.FAILED, Task.finished_at >= since)
+            .group_by(Task.queue)
+        )
+        return {name: count for name, count in rows}
