@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+import sqlalchemy
+from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,7 +17,9 @@ from sqlalchemy.ext.asyncio import (
 
 from herald.settings import Settings
 
-__all__ = ["create_engine", "session_factory"]
+__all__ = ["Transactions", "create_engine", "session_factory"]
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,3 +45,38 @@ def create_engine(settings: Settings | str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class Transactions:
+    """Runs a synchronous function in one DB transaction, for hot batched writes.
+
+    Through aiosqlite every statement is a round trip to its thread, and on a busy
+    event loop each one waits for the loop; a batch transaction of a few
+    statements cost milliseconds that way. SQLite's transactions therefore run
+    whole in one worker thread, on a synchronous engine over the same file;
+    PostgreSQL's run on the async engine's connection (``run_sync``).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._async = engine
+        self._sync: sqlalchemy.Engine | None = None
+        if engine.dialect.name == "sqlite":
+            url = engine.url.set(drivername="sqlite")
+            # Connections move between executor threads, one thread at a time.
+            self._sync = sqlalchemy.create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(self._sync, "connect", _sqlite_pragmas)
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        if self._sync is not None:
+            return await asyncio.to_thread(self._run_sync, work)
+        async with self._async.begin() as conn:
+            return await conn.run_sync(work)
+
+    def _run_sync(self, work: Callable[[Connection], T]) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return work(conn)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()

@@ -133,10 +133,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     queue: RedisQueue
     publisher: EventPublisher
-
-    @property
-    def redis(self) -> Redis:
-        return self.queue.redis
+    redis: Redis  # for handlers: pipelines what they send at the same moment
 
 
 @dataclass

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald import names
 from herald.events import EventPublisher
 from herald.models import TASK_TERMINAL, Task, TaskEvent, TaskStatus, utcnow
+from workers._sql import json_rows
 from workers.context import task_state
 from workers.kinds import kind_named
 from workers.queue import MAX_PRIORITY, MIN_PRIORITY, CancelOutcome, Job, RedisQueue, job_for
@@ -61,7 +62,7 @@ class Submitted:
     created: bool  # False: the idempotency key named an earlier task, returned instead
 
 
-def _row_for(request: TaskRequest, now: datetime) -> dict[str, Any]:
+def _row_for(request: TaskRequest) -> dict[str, Any]:
     spec = kind_named(request.kind)  # UnknownKind is a LookupError with the known names
     if not MIN_PRIORITY <= request.priority <= MAX_PRIORITY:
         raise TaskControlError(f"priority must be from {MIN_PRIORITY} to {MAX_PRIORITY}")
@@ -76,15 +77,10 @@ def _row_for(request: TaskRequest, now: datetime) -> dict[str, Any]:
         "queue": request.queue or spec.queue,
         "priority": request.priority,
         "immediate": request.immediate,
-        "status": TaskStatus.QUEUED,
-        "progress": 0,
         "params": request.params,
-        "attempts": 0,
         "max_attempts": spec.max_attempts,
         "idempotency_key": request.key,
         "owner_id": request.owner_id,
-        "created_at": now,
-        "queued_at": now,
         "detail": None
         if request.at is None
         else f"scheduled for {datetime.fromtimestamp(request.at).astimezone().isoformat()}",
@@ -102,13 +98,13 @@ async def submit_tasks(
     (``created=False``) and changes nothing, even when two submits race.
     """
     now = utcnow()
-    rows = [_row_for(request, now) for request in requests]
+    rows = [_row_for(request) for request in requests]
     keys = [r.key for r in requests if r.key is not None]
     try:
         async with sessions.begin() as db:
             existing = await _tasks_by_key(db, keys)
             fresh = [row for row in rows if row["idempotency_key"] not in existing]
-            ids = iter(await _insert(db, fresh))
+            ids = iter(await _insert(db, fresh, now))
     except IntegrityError:
         # A concurrent submit with the same key won the race: its task is the answer.
         if not keys:
@@ -146,11 +142,40 @@ async def _tasks_by_key(db: AsyncSession, keys: list[str]) -> dict[str | None, i
     return {key: task_id for key, task_id in rows}
 
 
-async def _insert(db: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+_INSERT_FIELDS = {
+    "kind": "text",
+    "queue": "text",
+    "priority": "integer",
+    "immediate": "boolean",
+    "params": "json",
+    "max_attempts": "integer",
+    "idempotency_key": "text",
+    "owner_id": "integer",
+    "detail": "text",
+}
+
+
+async def _insert(db: AsyncSession, rows: list[dict[str, Any]], now: datetime) -> list[int]:
+    """Insert the rows in one statement; their ids, in the rows' order.
+
+    The SELECT feeding the INSERT is ordered by the rows' index, so the database
+    hands out ids in that order (the property SQLAlchemy's own ordered bulk insert
+    relies on); sorting the returned ids restores the pairing.
+    """
     if not rows:
         return []
-    ids = await db.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), rows)
-    return list(ids)
+    columns = ", ".join(_INSERT_FIELDS)
+    source = json_rows(db.get_bind().dialect.name, _INSERT_FIELDS)
+    picked = ", ".join(f"j.{name}" for name in _INSERT_FIELDS)
+    ids = await db.scalars(
+        text(
+            f"INSERT INTO tasks ({columns}, status, progress, attempts, created_at, queued_at) "
+            f"SELECT {picked}, '{TaskStatus.QUEUED.value}', 0, 0, :now, :now "
+            f"FROM {source} ORDER BY j.n RETURNING id"
+        ).bindparams(bindparam("now", type_=Task.__table__.c.created_at.type)),
+        {"batch": json.dumps([{k: row[k] for k in _INSERT_FIELDS} for row in rows]), "now": now},
+    )
+    return sorted(ids)
 
 
 async def cancel_task(
@@ -212,7 +237,8 @@ async def retry_task(
         task.finished_at, task.started_at, task.run_id = None, None, None
         task.queued_at, task.detail = utcnow(), "retried by an operator"
         db.add(TaskEvent(task_id=task_id, status=TaskStatus.QUEUED, detail="retried"))
-        await kind_named(task.kind).hooks.on_retried(db, task_id)
+        hooks = kind_named(task.kind).hooks
+        await db.run_sync(lambda session: hooks.on_retried(session.connection(), task_id))
     await queue.redis.zrem(names.DEAD_LETTER_KEY, str(task_id))
     await queue.enqueue(job_for(task))
     await publisher.publish(

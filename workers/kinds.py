@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 if TYPE_CHECKING:
     from workers.context import Services, TaskContext, TaskRun
@@ -55,19 +55,20 @@ class KindHooks:
     """Bookkeeping a family of kinds keeps beside the task row; every method is a no-op.
 
     ``on_*`` run inside the engine's transaction (after the task row's own
-    change, only when that change applied); ``after_*`` run after the commit.
+    change, only when that change applied), synchronously, on its connection;
+    ``after_*`` run after the commit.
     """
 
-    async def on_started(self, db: AsyncSession, runs: Sequence[TaskRun]) -> None:
+    def on_started(self, conn: Connection, runs: Sequence[TaskRun]) -> None:
         """Runs have started (one transaction for the batch)."""
 
     async def after_started(self, run: TaskRun, services: Services) -> None:
         """A run has started and the start is committed."""
 
-    async def on_done(self, db: AsyncSession, run: TaskRun, outcome: Outcome) -> None:
+    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> None:
         """A run succeeded."""
 
-    async def on_ended(self, db: AsyncSession, run: TaskRun, reason: str) -> None:
+    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
         """A run failed for good (``reason`` says why) or was cancelled."""
 
     async def after_settled(
@@ -77,7 +78,7 @@ class KindHooks:
         also called when a claimed job's task was already finished (``outcome`` None),
         so whatever follows it is sure to be queued."""
 
-    async def on_retried(self, db: AsyncSession, task_id: int) -> None:
+    def on_retried(self, conn: Connection, task_id: int) -> None:
         """An operator put a failed or cancelled task back on its queue."""
 
     async def after_retry(self, run: TaskRun, services: Services) -> None:

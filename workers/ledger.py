@@ -5,10 +5,8 @@ Each run is fenced by its ``run_id`` (the lease's random token): the start stamp
 it on the row, and every later write of the run is conditional on it and on the
 row not being finished. A run whose lease was lost (or whose job Redis forgot
 and the reconciler re-queued) therefore writes nothing beside the new run's.
-A batch travels as one JSON parameter and each write is one set-based
-statement (``UPDATE … FROM`` the batch, ``RETURNING`` what applied), in each
-database's own JSON table function: per-row parameter binding cost ten times
-more than the writes themselves.
+A batch travels as one JSON parameter (:mod:`workers._sql`) and each write is
+one set-based statement: ``UPDATE … FROM`` the batch, ``RETURNING`` what applied.
 """
 
 from __future__ import annotations
@@ -20,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Integer, Table, bindparam, column, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import JSON, Connection, Integer, Table, bindparam, column, select, text
 
 from herald.models import TASK_TERMINAL, Task, TaskStatus
+from workers._sql import json_rows
 from workers.context import TaskRun
 from workers.kinds import KindHooks, Outcome, TaskKind
 from workers.queue import Lease
@@ -66,20 +64,12 @@ def _group_by_hooks(runs: Sequence[TaskRun]) -> dict[KindHooks, list[TaskRun]]:
     return groups
 
 
-def _batch(db: AsyncSession, fields: dict[str, str]) -> str:
-    """A FROM item ``j`` with ``fields`` (name: SQL type) read from the JSON parameter
-    ``:batch`` (a list of objects), in this database's dialect."""
-    if db.get_bind().dialect.name == "postgresql":
-        typed = ", ".join(f"{name} {kind}" for name, kind in fields.items())
-        return f"jsonb_to_recordset(CAST(:batch AS jsonb)) AS j({typed})"
-    picked = ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name in fields)
-    return f"(SELECT {picked} FROM json_each(:batch)) AS j"
-
-
-async def _record_events(db: AsyncSession, rows: list[dict[str, Any]], now: datetime) -> None:
+def _record_events(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
     """Audit rows ``{"i": task id, "s": status, "a": attempt, "d": detail}``, one statement."""
-    source = _batch(db, {"i": "integer", "s": "text", "a": "integer", "d": "text"})
-    await db.execute(
+    source = json_rows(
+        conn.dialect.name, {"i": "integer", "s": "text", "a": "integer", "d": "text"}
+    )
+    conn.execute(
         text(
             "INSERT INTO task_events (task_id, at, status, attempt, detail) "
             f"SELECT j.i, :now, j.s, j.a, j.d FROM {source}"
@@ -88,13 +78,13 @@ async def _record_events(db: AsyncSession, rows: list[dict[str, Any]], now: date
     )
 
 
-async def start_runs(
-    db: AsyncSession, leases: Sequence[tuple[Lease, TaskKind]], now: datetime
+def start_runs(
+    conn: Connection, leases: Sequence[tuple[Lease, TaskKind]], now: datetime
 ) -> Started:
     """Mark a claimed batch running, each with its own fence; record the audit rows."""
     batch = [{"i": int(lease.id), "r": lease.token, "a": lease.attempts} for lease, _ in leases]
-    source = _batch(db, {"i": "integer", "r": "text", "a": "integer"})
-    returned = await db.execute(
+    source = json_rows(conn.dialect.name, {"i": "integer", "r": "text", "a": "integer"})
+    returned = conn.execute(
         text(
             f"UPDATE tasks SET status = '{TaskStatus.RUNNING.value}', run_id = j.r, "
             "attempts = j.a, started_at = :now, progress = 0 "
@@ -133,10 +123,10 @@ async def start_runs(
             )
         )
     if unstarted:
-        await _sort_unstarted(db, unstarted, started)
+        _sort_unstarted(conn, unstarted, started)
     if started.runs:
-        await _record_events(
-            db,
+        _record_events(
+            conn,
             [
                 {"i": run.id, "s": TaskStatus.RUNNING.value, "a": run.attempts, "d": None}
                 for run in started.runs
@@ -144,17 +134,17 @@ async def start_runs(
             now,
         )
         for hooks, runs in _group_by_hooks(started.runs).items():
-            await hooks.on_started(db, runs)
+            hooks.on_started(conn, runs)
     return started
 
 
-async def _sort_unstarted(
-    db: AsyncSession, unstarted: list[tuple[Lease, TaskKind]], started: Started
+def _sort_unstarted(
+    conn: Connection, unstarted: list[tuple[Lease, TaskKind]], started: Started
 ) -> None:
     """Claimed jobs the start did not take: finished tasks, or no row at all."""
     found = {
         row.id: dict(row._mapping)
-        for row in await db.execute(
+        for row in conn.execute(
             select(
                 TASKS.c.id,
                 TASKS.c.status,
@@ -173,8 +163,8 @@ async def _sort_unstarted(
             started.finished.append((lease, spec, row))
 
 
-async def settle_runs(
-    db: AsyncSession, settles: Sequence[Settle], now: datetime
+def settle_runs(
+    conn: Connection, settles: Sequence[Settle], now: datetime
 ) -> dict[int, tuple[Any, str | None]]:
     """Write how each run ended, fenced; sets ``Settle.applied`` on those the rows took.
 
@@ -194,12 +184,13 @@ async def settle_runs(
         }
         for item in settles
     ]
-    source = _batch(
-        db, {"i": "integer", "r": "text", "s": "text", "d": "text", "e": "text", "res": "json"}
+    source = json_rows(
+        conn.dialect.name,
+        {"i": "integer", "r": "text", "s": "text", "d": "text", "e": "text", "res": "json"},
     )
     done, queued = TaskStatus.DONE.value, TaskStatus.QUEUED.value
     applied_ids = set(
-        await db.scalars(
+        conn.scalars(
             text(
                 "UPDATE tasks SET status = j.s, detail = j.d, "
                 "error = COALESCE(j.e, tasks.error), "
@@ -220,13 +211,13 @@ async def settle_runs(
     others: dict[int, tuple[Any, str | None]] = {}
     missed = [item.run.id for item in settles if not item.applied]
     if missed:
-        rows = await db.execute(
+        rows = conn.execute(
             select(TASKS.c.id, TASKS.c.status, TASKS.c.run_id).where(TASKS.c.id.in_(missed))
         )
         others = {row.id: (row.status, row.run_id) for row in rows}
     if applied:
-        await _record_events(
-            db,
+        _record_events(
+            conn,
             [
                 {
                     "i": item.run.id,
@@ -241,7 +232,7 @@ async def settle_runs(
     for item in applied:
         hooks = item.run.spec.hooks
         if item.status == TaskStatus.DONE:
-            await hooks.on_done(db, item.run, item.outcome or Outcome())
+            hooks.on_done(conn, item.run, item.outcome or Outcome())
         elif item.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            await hooks.on_ended(db, item.run, item.detail or str(item.status))
+            hooks.on_ended(conn, item.run, item.detail or str(item.status))
     return others

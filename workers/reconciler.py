@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from herald import names
 from herald.logs import get_logger
 from herald.models import Task, TaskStatus
-from workers.queue import RedisQueue, job_for
+from workers.queue import Job, RedisQueue
 from workers.queue_settings import mirror_all
 
 __all__ = ["RECONCILE_LOCK", "reconcile", "reconcile_once_per_cluster"]
@@ -29,32 +29,60 @@ RECONCILE_LOCK = f"{names.KEY_PREFIX}reconcile-lock"
 _BATCH = 500
 
 
-async def _missing(redis: Redis, tasks: Sequence[Task]) -> list[Task]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for task in tasks:
-            pipe.exists(names.job_key(str(task.id)))
-        present = await pipe.execute()
-    return [task for task, there in zip(tasks, present, strict=True) if not there]
+_PENDING = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+# ARGV: job key prefix, id1, id2, ...; returns the ids whose job hash is gone.
+_MISSING = """
+local lost = {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then table.insert(lost, ARGV[i]) end
+end
+return lost
+"""
+
+
+async def _missing(redis: Redis, ids: Sequence[int]) -> list[int]:
+    """The ids Redis holds no job for, in one script call."""
+    lost = await redis.eval(_MISSING, 0, names.job_key(""), *ids)
+    return [int(task_id) for task_id in lost]
 
 
 async def reconcile(sessions: async_sessionmaker[AsyncSession], queue: RedisQueue) -> list[int]:
-    """Enqueue every pending task Redis has lost; returns their ids."""
+    """Enqueue every pending task Redis has lost; returns their ids.
+
+    Ids first, rows only for the lost ones, re-read after the Redis check: a task
+    that finished in between (its job gone because it is done) is not re-queued.
+    """
     await mirror_all(sessions, queue)
     async with sessions() as db:
-        pending = (
-            await db.scalars(
-                select(Task).where(Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
-            )
-        ).all()
+        pending = list(await db.scalars(select(Task.id).where(Task.status.in_(_PENDING))))
     restored: list[int] = []
     for start in range(0, len(pending), _BATCH):
-        chunk = pending[start : start + _BATCH]
-        lost = await _missing(queue.redis, chunk)
-        if lost:
-            await queue.enqueue(*(job_for(task) for task in lost))
-            restored.extend(task.id for task in lost)
+        lost = await _missing(queue.redis, pending[start : start + _BATCH])
+        if not lost:
+            continue
+        async with sessions() as db:
+            rows = (
+                await db.execute(
+                    select(
+                        Task.id,
+                        Task.kind,
+                        Task.queue,
+                        Task.priority,
+                        Task.max_attempts,
+                        Task.immediate,
+                    ).where(Task.id.in_(lost), Task.status.in_(_PENDING))
+                )
+            ).all()
+        jobs = [
+            Job(str(r.id), r.kind, r.queue, r.priority, r.max_attempts, r.immediate) for r in rows
+        ]
+        if jobs:
+            await queue.enqueue(*jobs)
+            restored.extend(r.id for r in rows)
     if restored:
-        log.warning("reconciler.restored", task_ids=restored, count=len(restored))
+        log.warning("reconciler.restored", task_ids=restored[:100], count=len(restored))
     return restored
 
 

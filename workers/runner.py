@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald import names
+from herald.db import Transactions
 from herald.events import EventPublisher
 from herald.logs import get_logger
 from herald.models import TASK_TERMINAL, TaskStatus, utcnow
@@ -50,9 +51,12 @@ class Engine:
         sessions: async_sessionmaker[AsyncSession],
         queue: RedisQueue,
         publisher: EventPublisher,
+        transactions: Transactions,
+        handler_redis: Redis | None = None,
         on_let_go: Callable[[Lease], None] = lambda lease: None,
     ) -> None:
-        self.services = Services(settings, sessions, queue, publisher)
+        self.services = Services(settings, sessions, queue, publisher, handler_redis or queue.redis)
+        self.transactions = transactions
         self.sessions = sessions
         self.queue = queue
         self.redis: Redis = queue.redis
@@ -62,6 +66,10 @@ class Engine:
         self.on_let_go = on_let_go
         self._pending: list[Settle] = []
         self._wake = asyncio.Event()
+        # One batch write at a time per process: SQLite allows one writer, and a
+        # second would sleep in SQLite's busy handler (1, 2, 5, 10… ms) rather than
+        # queue here; with PostgreSQL the batches just grow.
+        self._writing = asyncio.Lock()
 
     # --- starting ---------------------------------------------------------
     async def start(self, leases: Sequence[Lease]) -> list[TaskRun]:
@@ -79,8 +87,8 @@ class Engine:
                 log.error("task.unknown_kind", task_id=lease.id, kind=lease.kind)
                 known.append((lease, _unrunnable(lease, str(exc))))
         now = utcnow()
-        async with self.sessions.begin() as db:
-            started = await start_runs(db, known, now)
+        async with self._writing:
+            started = await self.transactions.run(lambda conn: start_runs(conn, known, now))
         await self._after_start(started)
         runnable = []
         for run in started.runs:
@@ -213,8 +221,8 @@ class Engine:
 
     async def _settle_batch(self, batch: list[Settle]) -> None:
         now = utcnow()
-        async with self.sessions.begin() as db:
-            others = await settle_runs(db, batch, now)
+        async with self._writing:
+            others = await self.transactions.run(lambda conn: settle_runs(conn, batch, now))
         for item in batch:
             # A retried batch whose DB part committed before Redis failed: the row
             # already holds this run's end, so only the Redis part and events remain.

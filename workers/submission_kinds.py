@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, select, update
 
 from herald.models import Submission, SubmissionStatus, Task, TaskStatus, utcnow
 from herald.names import EventType
@@ -36,7 +35,7 @@ def _status_after(run: TaskRun, outcome: Outcome | None) -> SubmissionStatus:
     return SubmissionStatus.COMPLETE if _is_last(run) else SubmissionStatus.PROCESSING
 
 
-async def _advance_chain(db: AsyncSession, run: TaskRun, queue_next: bool) -> None:
+def _advance_chain(conn: Connection, run: TaskRun, queue_next: bool) -> None:
     """Queue the next step, or skip every later step of a rejected/failed submission."""
     assert run.step_index is not None
     now = utcnow()
@@ -52,7 +51,7 @@ async def _advance_chain(db: AsyncSession, run: TaskRun, queue_next: bool) -> No
             "detail": "skipped: an earlier step ended it",
         }
     )
-    await db.execute(
+    conn.execute(
         update(Task)
         .where(Task.submission_id == run.submission_id, later, Task.status == TaskStatus.WAITING)
         .values(**values)
@@ -60,8 +59,8 @@ async def _advance_chain(db: AsyncSession, run: TaskRun, queue_next: bool) -> No
 
 
 class SubmissionHooks(KindHooks):
-    async def on_started(self, db: AsyncSession, runs: Sequence[TaskRun]) -> None:
-        await db.execute(
+    def on_started(self, conn: Connection, runs: Sequence[TaskRun]) -> None:
+        conn.execute(
             update(Submission)
             .where(
                 Submission.id.in_([run.submission_id for run in runs]),
@@ -75,24 +74,24 @@ class SubmissionHooks(KindHooks):
             services.publisher, run, EventType.STEP_STARTED, SubmissionStatus.PROCESSING
         )
 
-    async def on_done(self, db: AsyncSession, run: TaskRun, outcome: Outcome) -> None:
+    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> None:
         values = dict(outcome.submission_updates) if isinstance(outcome, StepOutcome) else {}
         status = _status_after(run, outcome)
         if status != SubmissionStatus.PROCESSING:
             values["status"] = status
         if values:
-            await db.execute(
+            conn.execute(
                 update(Submission).where(Submission.id == run.submission_id).values(**values)
             )
-        await _advance_chain(db, run, queue_next=status == SubmissionStatus.PROCESSING)
+        _advance_chain(conn, run, queue_next=status == SubmissionStatus.PROCESSING)
 
-    async def on_ended(self, db: AsyncSession, run: TaskRun, reason: str) -> None:
-        await db.execute(
+    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
+        conn.execute(
             update(Submission)
             .where(Submission.id == run.submission_id)
             .values(status=SubmissionStatus.FAILED, status_detail=failure_message(reason))
         )
-        await _advance_chain(db, run, queue_next=False)
+        _advance_chain(conn, run, queue_next=False)
 
     async def after_settled(
         self, run: TaskRun, outcome: Outcome | None, services: Services
@@ -119,16 +118,18 @@ class SubmissionHooks(KindHooks):
             services.publisher, run, EventType.STEP_PROGRESS, SubmissionStatus.PROCESSING
         )
 
-    async def on_retried(self, db: AsyncSession, task_id: int) -> None:
-        task = await db.get(Task, task_id)
+    def on_retried(self, conn: Connection, task_id: int) -> None:
+        task = conn.execute(
+            select(Task.submission_id, Task.step_index).where(Task.id == task_id)
+        ).first()
         if task is None or task.step_index is None:
             return
-        await db.execute(
+        conn.execute(
             update(Submission)
             .where(Submission.id == task.submission_id)
             .values(status=SubmissionStatus.PROCESSING, status_detail=None)
         )
-        await db.execute(
+        conn.execute(
             update(Task)
             .where(
                 Task.submission_id == task.submission_id,

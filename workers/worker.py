@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
-from herald.db import create_engine, session_factory
+from herald.autopipeline import AutoPipelineRedis
+from herald.db import Transactions, create_engine, session_factory
 from herald.events import EventPublisher
 from herald.health import instance_id, keep_health
 from herald.logs import get_logger
@@ -292,14 +293,23 @@ async def serve(
     # Redis call takes microseconds, so jobs queue briefly for a connection.
     slots = concurrency or settings.worker_concurrency
     redis = connect(settings.redis_url, max_connections=8 + slots // 10)
+    handler_redis = AutoPipelineRedis(connection_pool=redis.connection_pool)
     db_engine = create_engine(settings)
+    transactions = Transactions(db_engine)
     try:
         await check_redis_keeps_jobs(redis)
         engine = Engine(
-            settings, session_factory(db_engine), RedisQueue(redis), EventPublisher(redis)
+            settings,
+            session_factory(db_engine),
+            RedisQueue(redis),
+            EventPublisher(redis),
+            transactions,
+            handler_redis,
         )
         worker = Worker(settings, engine, queues, slots)
         await worker.run(stop)
     finally:
+        await handler_redis.aclose()
         await redis.aclose()
+        transactions.close()
         await db_engine.dispose()
