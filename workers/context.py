@@ -17,6 +17,7 @@ from herald.events import EventPublisher, iso
 from herald.models import Task, TaskStatus
 from herald.settings import Settings
 from workers.kinds import TaskKind
+from workers.pipeline import StepLike
 from workers.queue import Lease, RedisQueue
 
 __all__ = ["PROGRESS_INTERVAL", "Services", "TaskContext", "TaskLike", "TaskRun", "task_state"]
@@ -26,7 +27,7 @@ __all__ = ["PROGRESS_INTERVAL", "Services", "TaskContext", "TaskLike", "TaskRun"
 PROGRESS_INTERVAL = 0.2
 
 
-class TaskLike(Protocol):
+class TaskLike(StepLike, Protocol):
     """What :func:`task_state` reads: a DB row or a live run."""
 
     @property
@@ -39,15 +40,6 @@ class TaskLike(Protocol):
     def queue(self) -> str: ...
 
     @property
-    def status(self) -> TaskStatus: ...
-
-    @property
-    def progress(self) -> int: ...
-
-    @property
-    def detail(self) -> str | None: ...
-
-    @property
     def attempts(self) -> int: ...
 
     @property
@@ -58,12 +50,6 @@ class TaskLike(Protocol):
 
     @property
     def submission_id(self) -> int | None: ...
-
-    @property
-    def started_at(self) -> datetime | None: ...
-
-    @property
-    def finished_at(self) -> datetime | None: ...
 
 
 def task_state(task: TaskLike) -> dict[str, Any]:

@@ -100,16 +100,18 @@ async def submit_tasks(
     now = utcnow()
     rows = [_row_for(request) for request in requests]
     keys = [r.key for r in requests if r.key is not None]
-    try:
-        async with sessions.begin() as db:
-            existing = await _tasks_by_key(db, keys)
-            fresh = [row for row in rows if row["idempotency_key"] not in existing]
-            ids = iter(await _insert(db, fresh, now))
-    except IntegrityError:
-        # A concurrent submit with the same key won the race: its task is the answer.
-        if not keys:
-            raise
-        return await submit_tasks(sessions, queue, requests)
+    for attempt in (1, 2):
+        try:
+            async with sessions.begin() as db:
+                existing = await _tasks_by_key(db, keys)
+                fresh = [row for row in rows if row["idempotency_key"] not in existing]
+                ids = iter(await _insert(db, fresh, now))
+            break
+        except IntegrityError:
+            # A concurrent submit with the same key won the race: looking the keys up
+            # again finds its task, which is the answer. Any other conflict is raised.
+            if not keys or attempt == 2:
+                raise
     result: list[Submitted] = []
     jobs: dict[float | None, list[Job]] = {}
     for request, row in zip(requests, rows, strict=True):

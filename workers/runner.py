@@ -13,7 +13,6 @@ the next; an idle worker settles each ending at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from herald.events import EventPublisher
 from herald.logs import get_logger
 from herald.models import TASK_TERMINAL, TaskStatus, utcnow
 from herald.settings import Settings
+from workers._waiting import backoff_delay, sleep_unless, wait_either
 from workers.context import Services, TaskContext, TaskRun, task_state
 from workers.kinds import TaskFailed, TaskKind, UnknownKind, kind_named
 from workers.ledger import Settle, Started, settle_runs, start_runs
@@ -197,13 +197,7 @@ class Engine:
             if not self._pending:
                 if stop.is_set():
                     return
-                waker = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                try:
-                    await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waker.cancel()
-                    stopper.cancel()
+                await wait_either(self._wake, stop)
                 self._wake.clear()
                 continue
             batch, self._pending = self._pending, []
@@ -214,10 +208,9 @@ class Engine:
                 # The runs keep their leases (heartbeats go on); try the batch again.
                 self._pending = batch + self._pending
                 failures += 1
-                delay = min(0.1 * 2 ** min(failures, 8), MAX_SETTLE_BACKOFF)
+                delay = backoff_delay(failures, MAX_SETTLE_BACKOFF)
                 log.warning("settle.failed", error=str(exc), retry_in=delay, runs=len(batch))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_unless(stop, delay)
 
     async def _settle_batch(self, batch: list[Settle]) -> None:
         now = utcnow()

@@ -23,6 +23,7 @@ from herald.health import instance_id, keep_health
 from herald.logs import get_logger
 from herald.redis_pool import connect
 from herald.settings import Settings
+from workers._waiting import backoff_delay, sleep_unless, wait_either
 from workers.context import TaskRun
 from workers.queue import Lease, LeaseState, RedisQueue
 from workers.reconciler import reconcile_once_per_cluster
@@ -119,16 +120,15 @@ class Worker:
                 failures = 0
             except (RedisError, SQLAlchemyError, OSError) as exc:
                 failures += 1
-                delay = min(0.1 * 2 ** min(failures, 8), MAX_OUTAGE_BACKOFF)
+                delay = backoff_delay(failures, MAX_OUTAGE_BACKOFF)
                 log.warning("backend.unavailable", loop=what, error=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await sleep_unless(stop, delay)
 
     # --- taking work ----------------------------------------------------------
     async def _claim_once(self, stop: asyncio.Event) -> None:
         free = self.concurrency - len(self._held)
         if free <= 0:
-            await self._wait_for(stop, self._slot_free)
+            await wait_either(stop, self._slot_free)
             self._slot_free.clear()
             return
         open_now = await self._open_queues()
@@ -197,20 +197,9 @@ class Worker:
             log.warning("job.handed_back", task_id=lease.id)
             self._let_go(lease)
 
-    @staticmethod
-    async def _wait_for(stop: asyncio.Event, event: asyncio.Event) -> None:
-        stopping = asyncio.create_task(stop.wait())
-        waiting = asyncio.create_task(event.wait())
-        try:
-            await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            waiting.cancel()
-
     # --- keeping leases -----------------------------------------------------------
     async def _heartbeat_once(self, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+        await sleep_unless(stop, HEARTBEAT_SECONDS)
         held = list(self._held.values())
         if not held:
             return
@@ -236,13 +225,11 @@ class Worker:
             if recovered:
                 log.warning("jobs.recovered", queue=name, task_ids=recovered)
             await self.queue.promote(name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PROMOTE_SECONDS)
+        await sleep_unless(stop, PROMOTE_SECONDS)
 
     async def _reconcile_once(self, stop: asyncio.Event) -> None:
         await reconcile_once_per_cluster(self.engine.sessions, self.queue, RECONCILE_SECONDS)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RECONCILE_SECONDS)
+        await sleep_unless(stop, RECONCILE_SECONDS)
 
     # --- stopping -------------------------------------------------------------------
     async def _drain(self) -> None:

@@ -66,3 +66,49 @@ def test_bad_setting_stops_with_exit_code_2(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == "herald: bad setting: HERALD_WEB_PORT='eighty' is not an integer"
     )
+
+
+def test_queue_commands_as_an_operator_uses_them(tmp_path: Path, redis_server: str) -> None:
+    """enqueue (idempotent with --key), queue settings, queues/tasks --json, cancel, retry,
+    and clear refusals, against a real Redis with no worker running."""
+    import json
+
+    env = {"HERALD_REDIS_URL": redis_server}
+    subprocess.run(
+        ["redis-cli", "-s", redis_server.removeprefix("unix://"), "flushall"], check=True
+    )
+    assert _herald(tmp_path, "migrate", **env).returncode == 0
+    paused = _herald(tmp_path, "queue", "diag", "--pause", "--max-active", "2", **env)
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout) == {
+        "name": "diag",
+        "paused": True,
+        "max_active": 2,
+        "window": None,
+        "immediate": False,
+    }
+    first = _herald(tmp_path, "enqueue", "diag.noop", "--key", "k1", "--json", **env)
+    again = _herald(tmp_path, "enqueue", "diag.noop", "--key", "k1", "--json", **env)
+    assert json.loads(first.stdout) == {"id": 1, "created": True}
+    assert json.loads(again.stdout) == {"id": 1, "created": False}
+    later = _herald(
+        tmp_path, "enqueue", "diag.sleep", "--params", '{"seconds": 1}', "--at", "+1h", **env
+    )
+    assert later.returncode == 0 and "task 2 queued" in later.stdout
+
+    [diag] = json.loads(_herald(tmp_path, "queues", "--json", **env).stdout)
+    assert (diag["queue"], diag["waiting"], diag["delayed"], diag["paused"]) == ("diag", 1, 1, True)
+
+    assert "cancelled" in _herald(tmp_path, "cancel", "1", **env).stdout
+    tasks = json.loads(_herald(tmp_path, "tasks", "--status", "cancelled", "--json", **env).stdout)
+    assert [t["id"] for t in tasks] == [1]
+    assert "queued again" in _herald(tmp_path, "retry", "1", **env).stdout
+
+    unknown = _herald(tmp_path, "enqueue", "no.such", **env)
+    assert unknown.returncode == 1 and "no task kind 'no.such'" in unknown.stderr
+    bad_json = _herald(tmp_path, "enqueue", "diag.noop", "--params", "{oops", **env)
+    assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    bad_window = _herald(tmp_path, "queue", "diag", "--window", "Mon 9-5", **env)
+    assert bad_window.returncode == 1 and "cannot read" in bad_window.stderr
+    missing = _herald(tmp_path, "cancel", "99", **env)
+    assert missing.returncode == 1 and "no task 99" in missing.stderr
