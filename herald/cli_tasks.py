@@ -28,6 +28,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 @dataclass
 class _Backends:
     sessions: Any
+    transactions: Any
     queue: Any
     publisher: Any
 
@@ -36,16 +37,20 @@ class _Backends:
 async def _backends(settings: Settings) -> AsyncIterator[_Backends]:
     from redis.asyncio import Redis
 
-    from herald.db import create_engine, session_factory
+    from herald.db import Transactions, create_engine, session_factory
     from herald.events import EventPublisher
     from workers.queue import RedisQueue
 
     redis = Redis.from_url(settings.redis_url)
     engine = create_engine(settings)
+    transactions = Transactions(engine)
     try:
-        yield _Backends(session_factory(engine), RedisQueue(redis), EventPublisher(redis))
+        yield _Backends(
+            session_factory(engine), transactions, RedisQueue(redis), EventPublisher(redis)
+        )
     finally:
         await redis.aclose()
+        transactions.close()
         await engine.dispose()
 
 
@@ -119,7 +124,7 @@ def _cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     async def work(b: _Backends) -> int:
-        [done] = await submit_tasks(b.sessions, b.queue, [request])
+        [done] = await submit_tasks(b.transactions, b.queue, [request])
         if args.json:
             print(json.dumps({"id": done.id, "created": done.created}))
         else:

@@ -7,16 +7,17 @@ leaves a row the reconciler re-enqueues, never a job without a row.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald import names
+from herald.db import Transactions
 from herald.events import EventPublisher
 from herald.models import TASK_TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 from workers._sql import json_rows
@@ -88,7 +89,7 @@ def _row_for(request: TaskRequest) -> dict[str, Any]:
 
 
 async def submit_tasks(
-    sessions: async_sessionmaker[AsyncSession],
+    transactions: Transactions,
     queue: RedisQueue,
     requests: Sequence[TaskRequest],
 ) -> list[Submitted]:
@@ -102,10 +103,7 @@ async def submit_tasks(
     keys = [r.key for r in requests if r.key is not None]
     for attempt in (1, 2):
         try:
-            async with sessions.begin() as db:
-                existing = await _tasks_by_key(db, keys)
-                fresh = [row for row in rows if row["idempotency_key"] not in existing]
-                ids = iter(await _insert(db, fresh, now))
+            existing, new_ids = await transactions.run(lambda conn: _record(conn, rows, keys, now))
             break
         except IntegrityError:
             # A concurrent submit with the same key won the race: looking the keys up
@@ -118,7 +116,7 @@ async def submit_tasks(
         if row["idempotency_key"] in existing:
             result.append(Submitted(existing[row["idempotency_key"]], created=False))
             continue
-        task_id = next(ids)
+        task_id = next(new_ids)
         result.append(Submitted(task_id, created=True))
         jobs.setdefault(request.at, []).append(
             Job(
@@ -135,13 +133,18 @@ async def submit_tasks(
     return result
 
 
-async def _tasks_by_key(db: AsyncSession, keys: list[str]) -> dict[str | None, int]:
-    if not keys:
-        return {}
-    rows = await db.execute(
-        select(Task.idempotency_key, Task.id).where(Task.idempotency_key.in_(keys))
-    )
-    return {key: task_id for key, task_id in rows}
+def _record(
+    conn: Connection, rows: list[dict[str, Any]], keys: list[str], now: datetime
+) -> tuple[dict[str | None, int], Iterator[int]]:
+    """Tasks already holding one of ``keys``, and the ids of the rows inserted for the rest."""
+    existing: dict[str | None, int] = {}
+    if keys:
+        found = conn.execute(
+            select(Task.idempotency_key, Task.id).where(Task.idempotency_key.in_(keys))
+        )
+        existing = {key: task_id for key, task_id in found}
+    fresh = [row for row in rows if row["idempotency_key"] not in existing]
+    return existing, iter(_insert(conn, fresh, now))
 
 
 _INSERT_FIELDS = {
@@ -157,7 +160,7 @@ _INSERT_FIELDS = {
 }
 
 
-async def _insert(db: AsyncSession, rows: list[dict[str, Any]], now: datetime) -> list[int]:
+def _insert(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> list[int]:
     """Insert the rows in one statement; their ids, in the rows' order.
 
     The SELECT feeding the INSERT is ordered by the rows' index, so the database
@@ -167,9 +170,9 @@ async def _insert(db: AsyncSession, rows: list[dict[str, Any]], now: datetime) -
     if not rows:
         return []
     columns = ", ".join(_INSERT_FIELDS)
-    source = json_rows(db.get_bind().dialect.name, _INSERT_FIELDS)
+    source = json_rows(conn.dialect.name, _INSERT_FIELDS)
     picked = ", ".join(f"j.{name}" for name in _INSERT_FIELDS)
-    ids = await db.scalars(
+    ids = conn.scalars(
         text(
             f"INSERT INTO tasks ({columns}, status, progress, attempts, created_at, queued_at) "
             f"SELECT {picked}, '{TaskStatus.QUEUED.value}', 0, 0, :now, :now "

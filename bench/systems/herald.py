@@ -29,7 +29,7 @@ class HeraldSystem(QueueSystem):
     )
 
     def prepare(self, ctx: BenchContext) -> None:
-        from herald.db import create_engine, session_factory
+        from herald.db import Transactions, create_engine, session_factory
         from herald.migrate import upgrade
         from herald.redis_pool import connect
         from workers.queue import RedisQueue
@@ -41,6 +41,7 @@ class HeraldSystem(QueueSystem):
         upgrade(self.database_url)
         self.engine = create_engine(self.database_url)
         self.sessions = session_factory(self.engine)
+        self.transactions = Transactions(self.engine)
         self.redis = connect(ctx.redis_url)
         self.queue = RedisQueue(self.redis)
         # Herald's own environment when there is one (make setup's .venv), so its
@@ -69,7 +70,7 @@ class HeraldSystem(QueueSystem):
             for start in range(0, len(params), SUBMIT_BATCH):
                 chunk = params[start : start + SUBMIT_BATCH]
                 await submit_tasks(
-                    self.sessions, self.queue, [TaskRequest("diag.noop", p) for p in chunk]
+                    self.transactions, self.queue, [TaskRequest("diag.noop", p) for p in chunk]
                 )
 
         self.run(submit())
@@ -99,4 +100,5 @@ class HeraldSystem(QueueSystem):
             await self.engine.dispose()
 
         self.run(shut())
+        self.transactions.close()
         super().close()

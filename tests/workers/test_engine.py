@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald import names
-from herald.db import create_engine, session_factory
+from herald.db import Transactions, create_engine, session_factory
 from herald.events import EventPublisher
 from herald.models import Task, TaskEvent, TaskStatus
 from herald.settings import Settings
@@ -38,12 +38,13 @@ from workers.window import DAYS
 @dataclass
 class Backends:
     sessions: async_sessionmaker[AsyncSession]
+    transactions: Transactions
     queue: RedisQueue
     publisher: EventPublisher
 
     async def submit(self, kind: str, params: dict | None = None, **options: object) -> int:
         [done] = await submit_tasks(
-            self.sessions, self.queue, [TaskRequest(kind, params or {}, **options)]
+            self.transactions, self.queue, [TaskRequest(kind, params or {}, **options)]
         )
         return done.id
 
@@ -69,7 +70,9 @@ class Backends:
 @pytest.fixture
 async def backends(settings: Settings, redis: Redis) -> AsyncIterator[Backends]:
     engine = create_engine(settings)
-    yield Backends(session_factory(engine), RedisQueue(redis), EventPublisher(redis))
+    transactions = Transactions(engine)
+    yield Backends(session_factory(engine), transactions, RedisQueue(redis), EventPublisher(redis))
+    transactions.close()
     await engine.dispose()
 
 
@@ -127,7 +130,7 @@ async def test_idempotency_key_returns_the_first_task_even_when_racing(
     """Five concurrent submits with one key make one task; all five get its id."""
     request = TaskRequest("diag.noop", key="report:2026-11-23")
     results = await asyncio.gather(
-        *(submit_tasks(backends.sessions, backends.queue, [request]) for _ in range(5))
+        *(submit_tasks(backends.transactions, backends.queue, [request]) for _ in range(5))
     )
     ids = {result[0].id for result in results}
     assert len(ids) == 1
