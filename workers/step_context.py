@@ -11,7 +11,7 @@ from herald.models import SubmissionStatus
 from herald.names import EventType, submission_topic
 from workers.context import TaskContext, TaskRun
 from workers.kinds import Outcome, TaskFailed
-from workers.pipeline import SUBMISSION_STEPS, PipelineStep, overall_progress, step_progress
+from workers.pipeline import overall_progress, step_progress
 from workers.pipeline import step_state as _step_state
 
 __all__ = ["StepContext", "StepFailed", "StepOutcome", "emit_step", "submission_state"]
@@ -56,15 +56,6 @@ async def emit_step(
 
 class StepContext(TaskContext):
     """A :class:`TaskContext` whose progress goes to the submission's topic."""
-
-    @property
-    def step(self) -> PipelineStep:
-        return SUBMISSION_STEPS[self.run.step_index or 0]
-
-    @property
-    def submission_id(self) -> int:
-        assert self.run.submission_id is not None
-        return self.run.submission_id
 
     async def emit_progress(self) -> None:
         await emit_step(
