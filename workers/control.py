@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, text, update
@@ -118,16 +119,7 @@ async def submit_tasks(
             continue
         task_id = next(new_ids)
         result.append(Submitted(task_id, created=True))
-        jobs.setdefault(request.at, []).append(
-            Job(
-                id=str(task_id),
-                kind=row["kind"],
-                queue=row["queue"],
-                priority=row["priority"],
-                max_attempts=row["max_attempts"],
-                immediate=row["immediate"],
-            )
-        )
+        jobs.setdefault(request.at, []).append(job_for(SimpleNamespace(id=task_id, **row)))
     for at, batch in jobs.items():
         await queue.enqueue(*batch, at=at)
     return result

@@ -29,11 +29,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from herald import names
-from herald.models import Task
 from workers import _scripts
 
 __all__ = ["CancelOutcome", "Job", "Lease", "LeaseState", "QueueStats", "RedisQueue", "job_for"]
@@ -95,8 +95,25 @@ class Lease:
     max_attempts: int
 
 
-def job_for(task: Task) -> Job:
-    """The queue job that runs a DB task."""
+class JobSource(Protocol):
+    """A task as a job needs it: a DB row (ORM or Core), or a row about to be one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def immediate(self) -> bool: ...
+
+
+def job_for(task: JobSource) -> Job:
+    """The queue job that runs a task."""
     return Job(
         id=str(task.id),
         kind=task.kind,

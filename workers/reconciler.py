@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from herald import names
 from herald.logs import get_logger
 from herald.models import Task, TaskStatus
-from workers.queue import Job, RedisQueue
+from workers.queue import RedisQueue, job_for
 from workers.queue_settings import mirror_all
 
 __all__ = ["RECONCILE_LOCK", "reconcile", "reconcile_once_per_cluster"]
@@ -75,9 +75,7 @@ async def reconcile(sessions: async_sessionmaker[AsyncSession], queue: RedisQueu
                     ).where(Task.id.in_(lost), Task.status.in_(_PENDING))
                 )
             ).all()
-        jobs = [
-            Job(str(r.id), r.kind, r.queue, r.priority, r.max_attempts, r.immediate) for r in rows
-        ]
+        jobs = [job_for(row) for row in rows]
         if jobs:
             await queue.enqueue(*jobs)
             restored.extend(r.id for r in rows)
