@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.settings import Settings
 from herald.supervisor import Supervisor
 from tests.conftest import stack_env
 from tests.support import RedisServer
+from workers.queue import RedisQueue
+from workers.queue_settings import update_queue
 
 
 @dataclass
@@ -69,3 +72,18 @@ def start_stack(root: Path) -> Iterator[Stack]:
     finally:
         supervisor.stop_all()
         redis_server.stop()
+
+
+@dataclass
+class QueueSwitch:
+    """Pauses and resumes a queue as an operator does: the DB setting, mirrored live."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    queue: RedisQueue
+    name: str
+
+    async def pause(self) -> None:
+        await update_queue(self.sessions, self.queue, self.name, paused=True)
+
+    async def resume(self) -> None:
+        await update_queue(self.sessions, self.queue, self.name, paused=False)

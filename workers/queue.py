@@ -338,19 +338,6 @@ class RedisQueue:
             pipe.ltrim(names.queue_wake_key(queue), 0, 63)
             await pipe.execute()
 
-    async def pause(self, queue: str) -> None:
-        """Stop handing out the queue's jobs, in Redis only: operators use
-        :func:`workers.queue_settings.update_queue`, which records it in the DB too."""
-        await self.redis.hset(names.queue_settings_key(queue), "paused", 1)
-
-    async def resume(self, queue: str) -> None:
-        """Undo :meth:`pause`, and wake the queue's idle workers."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(names.queue_settings_key(queue), "paused", 0)
-            pipe.lpush(names.queue_wake_key(queue), "1")
-            pipe.ltrim(names.queue_wake_key(queue), 0, 63)
-            await pipe.execute()
-
     async def windows(self, queues: Sequence[str]) -> dict[str, str]:
         """Each queue's window specification ("" for always open)."""
         async with self.redis.pipeline(transaction=False) as pipe:

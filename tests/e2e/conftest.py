@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.stack import Stack, start_stack
+from herald.db import create_engine, session_factory
+from tests.stack import QueueSwitch, Stack, start_stack
+from workers.queue import RedisQueue
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +23,16 @@ async def stack_redis(stack: Stack) -> AsyncIterator[Redis]:
     client = Redis.from_url(stack.settings.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def io_queue(stack: Stack, stack_redis: Redis) -> AsyncIterator[QueueSwitch]:
+    """Pause and resume the stack's ``io`` queue as an operator does (DB setting, mirrored
+    live to every worker); the queue is resumed when the test ends, whatever happens."""
+    engine = create_engine(stack.settings)
+    switch = QueueSwitch(session_factory(engine), RedisQueue(stack_redis), "io")
+    try:
+        yield switch
+    finally:
+        await switch.resume()
+        await engine.dispose()

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
-from redis.asyncio import Redis
 
-from tests.stack import Stack
+from tests.stack import QueueSwitch, Stack
 from workers.pipeline import SUBMISSION_STEPS
-from workers.queue import RedisQueue
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +32,7 @@ async def login(page: Page, username: str) -> None:
 
 
 async def test_upload_form_shows_every_step_completing_live(
-    page: Page, stack: Stack, stack_redis: Redis, tmp_path: Path
+    page: Page, stack: Stack, io_queue: QueueSwitch, tmp_path: Path
 ) -> None:
     """The submission page fills its progress bar to 100% live while the workers run."""
     await login(page, "alice")
@@ -42,9 +40,8 @@ async def test_upload_form_shows_every_step_completing_live(
     await page.goto(f"/assignments/{assignments[0]['id']}")
     essay = tmp_path / "essay.md"
     essay.write_text("# My essay\n\n" + "Queues keep deadline day calm. " * 500)
-    queue = RedisQueue(stack_redis)
     # Hold the first queue so the page is open and live before any work happens.
-    await queue.pause("io")
+    await io_queue.pause()
     try:
         await page.set_input_files("input[type=file][name=file]", str(essay))
         await page.click("form[enctype='multipart/form-data'] button[type=submit]")
@@ -55,7 +52,7 @@ async def test_upload_form_shows_every_step_completing_live(
         # A marker that only survives if the page is never reloaded.
         await page.evaluate("window.__heraldNoReload = true")
     finally:
-        await queue.resume("io")
+        await io_queue.resume()
 
     await expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
     for step in SUBMISSION_STEPS:

@@ -10,27 +10,24 @@ import aiohttp
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import SubscribeOptions
-from redis.asyncio import Redis
 
 from tests.e2e.client import HeraldClient
-from tests.stack import Stack
+from tests.stack import QueueSwitch, Stack
 from tests.wamp_client import JoinRefused, close_browser, connect_browser
 from workers.pipeline import SUBMISSION_STEPS
-from workers.queue import RedisQueue
 
 ESSAY = ("Herald moves slow work off the upload request. " * 300).encode()
 
 
 async def test_upload_streams_every_step_live_in_seq_order(
-    stack: Stack, stack_redis: Redis
+    stack: Stack, io_queue: QueueSwitch
 ) -> None:
     """A student's upload returns 202 and every step's events arrive in seq order over WAMP."""
-    queue = RedisQueue(stack_redis)
     async with HeraldClient(stack.web_url) as alice:
         await alice.login("alice", "demo")
         assignment = (await alice.get_json("/api/assignments"))[0]
         # Hold the first step's queue so the subscription is in place before work starts.
-        await queue.pause("io")
+        await io_queue.pause()
         try:
             status, body = await alice.upload(assignment["id"], "essay.txt", ESSAY)
             assert status == 202, body
@@ -47,12 +44,12 @@ async def test_upload_streams_every_step_live_in_seq_order(
             wamp = await connect_browser(stack.settings, await alice.ticket())
             try:
                 await wamp.subscribe(on_event, body["topic"])
-                await queue.resume("io")
+                await io_queue.resume()
                 await asyncio.wait_for(finished.wait(), 60)
             finally:
                 await close_browser(wamp)
         finally:
-            await queue.resume("io")
+            await io_queue.resume()
 
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert {e["topic"] for e in events} == {body["topic"]}
