@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from herald.models import TaskStatus
 from herald.settings import Settings
 
 __all__ = ["add_task_commands"]
@@ -112,7 +113,11 @@ def _cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"herald enqueue: --params is not JSON: {exc}", file=sys.stderr)
         return 2
-    at = _parse_at(args.at, settings.timezone) if args.at else None
+    try:
+        at = _parse_at(args.at, settings.timezone) if args.at else None
+    except ValueError as exc:
+        print(f"herald enqueue: {exc}", file=sys.stderr)
+        return 2
     request = TaskRequest(
         kind=args.kind,
         params=params,
@@ -249,7 +254,7 @@ def add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     enqueue.set_defaults(func=_cmd_enqueue)
 
     tasks = sub.add_parser("tasks", help="list tasks, newest first")
-    tasks.add_argument("--status")
+    tasks.add_argument("--status", choices=[status.value for status in TaskStatus])
     tasks.add_argument("--kind")
     tasks.add_argument("--queue")
     tasks.add_argument("--limit", type=int, default=50)

@@ -108,6 +108,11 @@ def test_queue_commands_as_an_operator_uses_them(tmp_path: Path, redis_server: s
     assert unknown.returncode == 1 and "no task kind 'no.such'" in unknown.stderr
     bad_json = _herald(tmp_path, "enqueue", "diag.noop", "--params", "{oops", **env)
     assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    bad_time = _herald(tmp_path, "enqueue", "diag.noop", "--at", "tomorrow", **env)
+    assert bad_time.returncode == 2 and "use an ISO time" in bad_time.stderr
+    assert "Traceback" not in bad_time.stderr
+    bad_status = _herald(tmp_path, "tasks", "--status", "bogus", **env)
+    assert bad_status.returncode == 2 and "invalid choice" in bad_status.stderr
     bad_window = _herald(tmp_path, "queue", "diag", "--window", "Mon 9-5", **env)
     assert bad_window.returncode == 1 and "cannot read" in bad_window.stderr
     missing = _herald(tmp_path, "cancel", "99", **env)
