@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from workers.queue import Job
+
 if TYPE_CHECKING:
     from workers.context import Services, TaskContext, TaskRun
 
@@ -65,8 +67,10 @@ class KindHooks:
     async def after_started(self, run: TaskRun, services: Services) -> None:
         """A run has started and the start is committed."""
 
-    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> None:
-        """A run succeeded."""
+    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> Sequence[Job]:
+        """A run succeeded; returns jobs for the tasks this queued (the engine puts
+        them in Redis before the run's own job leaves it)."""
+        return ()
 
     def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
         """A run failed for good (``reason`` says why) or was cancelled."""

@@ -24,7 +24,7 @@ from herald.models import TASK_TERMINAL, Task, TaskStatus
 from workers._sql import json_rows
 from workers.context import TaskRun
 from workers.kinds import KindHooks, Outcome, TaskKind
-from workers.queue import Lease
+from workers.queue import Job, Lease
 
 __all__ = ["Settle", "Started", "settle_runs", "start_runs"]
 
@@ -43,6 +43,7 @@ class Settle:
     detail: str | None = None
     error: str | None = None  # the traceback kept for inspection
     delay: float = 0.0  # a retry's backoff
+    follow_ups: list[Job] = field(default_factory=list)  # queued by the run's hooks
     applied: bool = False  # set by settle_runs: the row took this run's end
 
 
@@ -232,7 +233,7 @@ def settle_runs(
     for item in applied:
         hooks = item.run.spec.hooks
         if item.status == TaskStatus.DONE:
-            hooks.on_done(conn, item.run, item.outcome or Outcome())
+            item.follow_ups = list(hooks.on_done(conn, item.run, item.outcome or Outcome()))
         elif item.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             hooks.on_ended(conn, item.run, item.detail or str(item.status))
     return others

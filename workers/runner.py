@@ -237,6 +237,11 @@ class Engine:
             elif run.id not in others or others[run.id][0] in TASK_TERMINAL:
                 # Finished by someone else (an operator's cancel): the job is done with.
                 finished.append(run.lease)
+        follow_ups = [job for item in batch if item.applied for job in item.follow_ups]
+        if follow_ups:
+            # Before the finished jobs leave Redis: a crash in between then re-runs
+            # at most a claim, never strands the next step.
+            await self.queue.enqueue(*follow_ups)
         if finished:
             await self.queue.complete(*finished)
         if failed:

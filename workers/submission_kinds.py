@@ -13,7 +13,7 @@ from herald.names import EventType
 from workers.context import Services, TaskContext, TaskRun
 from workers.kinds import KindHooks, Outcome, TaskKind, register
 from workers.pipeline import SUBMISSION_STEPS, PipelineStep, step_kind
-from workers.queue import job_for
+from workers.queue import Job, job_for
 from workers.step_context import StepContext, StepFailed, StepOutcome, emit_step
 from workers.steps import HANDLERS
 
@@ -35,26 +35,37 @@ def _status_after(run: TaskRun, outcome: Outcome | None) -> SubmissionStatus:
     return SubmissionStatus.COMPLETE if _is_last(run) else SubmissionStatus.PROCESSING
 
 
-def _advance_chain(conn: Connection, run: TaskRun, queue_next: bool) -> None:
-    """Queue the next step, or skip every later step of a rejected/failed submission."""
+def _queue_next(conn: Connection, run: TaskRun) -> list[Job]:
+    """Queue the step after ``run``'s; the job that runs it, if there is one."""
     assert run.step_index is not None
-    now = utcnow()
-    later = (
-        Task.step_index == run.step_index + 1 if queue_next else Task.step_index > run.step_index
+    queued = conn.execute(
+        update(Task)
+        .where(
+            Task.submission_id == run.submission_id,
+            Task.step_index == run.step_index + 1,
+            Task.status == TaskStatus.WAITING,
+        )
+        .values(status=TaskStatus.QUEUED, queued_at=utcnow())
+        .returning(Task.id, Task.kind, Task.queue, Task.priority, Task.max_attempts, Task.immediate)
     )
-    values = (
-        {"status": TaskStatus.QUEUED, "queued_at": now}
-        if queue_next
-        else {
-            "status": TaskStatus.SKIPPED,
-            "finished_at": now,
-            "detail": "skipped: an earlier step ended it",
-        }
-    )
+    return [job_for(row) for row in queued]
+
+
+def _skip_rest(conn: Connection, run: TaskRun) -> None:
+    """Skip every later step of a rejected or failed submission."""
+    assert run.step_index is not None
     conn.execute(
         update(Task)
-        .where(Task.submission_id == run.submission_id, later, Task.status == TaskStatus.WAITING)
-        .values(**values)
+        .where(
+            Task.submission_id == run.submission_id,
+            Task.step_index > run.step_index,
+            Task.status == TaskStatus.WAITING,
+        )
+        .values(
+            status=TaskStatus.SKIPPED,
+            finished_at=utcnow(),
+            detail="skipped: an earlier step ended it",
+        )
     )
 
 
@@ -74,7 +85,7 @@ class SubmissionHooks(KindHooks):
             services.publisher, run, EventType.STEP_STARTED, SubmissionStatus.PROCESSING
         )
 
-    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> None:
+    def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> list[Job]:
         values = dict(outcome.submission_updates) if isinstance(outcome, StepOutcome) else {}
         status = _status_after(run, outcome)
         if status != SubmissionStatus.PROCESSING:
@@ -83,7 +94,10 @@ class SubmissionHooks(KindHooks):
             conn.execute(
                 update(Submission).where(Submission.id == run.submission_id).values(**values)
             )
-        _advance_chain(conn, run, queue_next=status == SubmissionStatus.PROCESSING)
+        if status == SubmissionStatus.PROCESSING:
+            return _queue_next(conn, run)
+        _skip_rest(conn, run)
+        return []
 
     def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
         conn.execute(
@@ -91,15 +105,17 @@ class SubmissionHooks(KindHooks):
             .where(Submission.id == run.submission_id)
             .values(status=SubmissionStatus.FAILED, status_detail=failure_message(reason))
         )
-        _advance_chain(conn, run, queue_next=False)
+        _skip_rest(conn, run)
 
     async def after_settled(
         self, run: TaskRun, outcome: Outcome | None, services: Services
     ) -> None:
-        if run.status == TaskStatus.DONE:
-            await self._enqueue_next(run, services)
         if outcome is None:
-            return  # a recovered job: its events went out with its first settle
+            # A recovered job whose task had finished: its events went out with its
+            # first settle; only make sure the next step's job exists.
+            if run.status == TaskStatus.DONE:
+                await self._enqueue_next(run, services)
+            return
         if run.status == TaskStatus.DONE:
             status = _status_after(run, outcome)
             reject = outcome.reject if isinstance(outcome, StepOutcome) else None
