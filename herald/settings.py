@@ -59,6 +59,9 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+MIN_SECRET_DISTINCT_CHARS = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of Herald, with the embedded defaults of DESIGN.md."""
@@ -106,12 +109,16 @@ class Settings:
 
     def require_backend_secret(self) -> str:
         """The Crossbar backend secret; backend processes refuse to start without one."""
-        if not self.backend_secret or len(self.backend_secret) < 16:
+        secret = self.backend_secret
+        # Herald ships no default secret; a placeholder someone typed ("changeme-changeme",
+        # "xxxxxxxxxxxxxxxx") is refused by its few distinct characters.
+        if not secret or len(secret) < 16 or len(set(secret)) < MIN_SECRET_DISTINCT_CHARS:
             raise SettingsError(
                 "HERALD_BACKEND_SECRET must be set to a random string of at least 16 characters "
-                "(`herald up` generates one in var/backend.secret)"
+                "(`herald up` generates one in var/backend.secret; "
+                "elsewhere use e.g. `openssl rand -base64 32`)"
             )
-        return self.backend_secret
+        return secret
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -60,3 +60,6 @@ def test_backend_secret_is_required_and_must_be_long() -> None:
         Settings.from_env({}).require_backend_secret()
     with pytest.raises(SettingsError, match="at least 16"):
         Settings.from_env({"HERALD_BACKEND_SECRET": "short"}).require_backend_secret()
+    for placeholder in ("x" * 32, "changeme-changeme", "secretsecretsecret"):
+        with pytest.raises(SettingsError, match="random string"):
+            Settings.from_env({"HERALD_BACKEND_SECRET": placeholder}).require_backend_secret()
