@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import select
-
 from herald.cli_tasks import add_task_commands
+from herald.cli_users import add_user_commands
 from herald.db import create_engine, session_factory
 from herald.logs import configure_logging
 from herald.settings import Settings, SettingsError
@@ -128,49 +126,6 @@ def _cmd_demo_data(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from herald.models import Course, CourseRole, Enrolment, User
-    from herald.passwords import hash_password
-
-    password = args.password or getpass.getpass(f"Password for {args.username}: ")
-    if len(password) < 4:
-        print("herald user add: password too short (at least 4 characters)", file=sys.stderr)
-        return 2
-
-    async def add() -> str | None:
-        engine = create_engine(settings)
-        try:
-            async with session_factory(engine).begin() as db:
-                # Every check before the first add: returning inside this block commits.
-                if await db.scalar(select(User.id).where(User.username == args.username)):
-                    return f"user {args.username!r} already exists"
-                course = None
-                if args.course:
-                    course = await db.scalar(select(Course).where(Course.code == args.course))
-                    if course is None:
-                        return f"no course with code {args.course!r}"
-                user = User(
-                    username=args.username,
-                    display_name=args.name or args.username,
-                    email=args.email,
-                    password_hash=hash_password(password),
-                    is_admin=args.admin,
-                )
-                db.add(user)
-                if course is not None:
-                    db.add(Enrolment(user=user, course=course, role=CourseRole(args.role)))
-            return None
-        finally:
-            await engine.dispose()
-
-    error = asyncio.run(add())
-    if error:
-        print(f"herald user add: {error}", file=sys.stderr)
-        return 1
-    print(f"user {args.username} added")
-    return 0
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Herald: realtime background tasks for learning systems."
@@ -204,17 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo-data", help="load the demo course and accounts into an empty database"
     ).set_defaults(func=_cmd_demo_data)
 
-    user = sub.add_parser("user", help="manage users")
-    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    add = user_sub.add_parser("add", help="add a user")
-    add.add_argument("username")
-    add.add_argument("--name", help="display name")
-    add.add_argument("--email")
-    add.add_argument("--password", help="omit to be prompted")
-    add.add_argument("--admin", action="store_true", help="site administrator")
-    add.add_argument("--course", help="enrol in the course with this code")
-    add.add_argument("--role", default="student", choices=["student", "marker", "admin"])
-    add.set_defaults(func=_cmd_user_add)
+    add_user_commands(sub)
     return parser
 
 

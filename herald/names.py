@@ -37,6 +37,11 @@ BACKEND_AUTHID = "herald-backend"
 PROC_AUTHENTICATE = "herald.auth.authenticate"
 PROC_AUTHORIZE = "herald.auth.authorize"
 ERROR_AUTH_FAILED = "herald.error.authentication_failed"
+# Close reasons a browser session is killed with (wamp.session.kill*); the page
+# reconnects with a fresh ticket, which fails once the web session is gone.
+CLOSE_SIGNED_OUT = "herald.close.signed_out"
+CLOSE_ACCOUNT_DISABLED = "herald.close.account_disabled"
+CLOSE_ACCESS_CHANGED = "herald.close.access_changed"
 
 
 # --- Topics ---------------------------------------------------------------
@@ -102,6 +107,21 @@ def user_sessions_key(user_id: int) -> str:
 
 def ticket_key(ticket_digest: str) -> str:
     return f"{KEY_PREFIX}ticket:{ticket_digest}"
+
+
+def session_wamp_key(session_digest: str) -> str:
+    """Set of the WAMP session ids that joined with tickets of this web session."""
+    return f"{KEY_PREFIX}session-wamp:{session_digest}"
+
+
+def wamp_session_key(wamp_session_id: int) -> str:
+    """The web session digest a WAMP session joined with (the reverse of session_wamp_key)."""
+    return f"{KEY_PREFIX}wamp-session:{wamp_session_id}"
+
+
+# Pub/sub channel announcing sign-outs and access changes to every router-auth
+# process (herald.access_events); it carries ids only, never tokens.
+ACCESS_EVENTS_CHANNEL = f"{KEY_PREFIX}access-events"
 
 
 def queue_ready_key(queue: str) -> str:

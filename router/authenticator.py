@@ -71,16 +71,22 @@ class Authenticator:
         ticket = details.get("ticket")
         if not isinstance(ticket, str) or not ticket:
             raise AuthenticationFailed("no ticket")
+        wamp_session = details.get("session")
+        if not isinstance(wamp_session, int) or isinstance(wamp_session, bool):
+            # Without its id the session could not be killed at sign-out.
+            raise AuthenticationFailed("no WAMP session id in the details")
         grant = await self._store.redeem_ticket(ticket)
         if grant is None:
             raise AuthenticationFailed("ticket unknown, expired, used, or its session ended")
         async with self._sessions() as db:
             user = await load_active_user(db, grant.user_id)
-            if user is None:
-                raise AuthenticationFailed("user unknown or inactive")
-            return AuthResult(
-                realm=names.REALM,
-                authid=str(user.id),
-                role=names.ROLE_BROWSER,
-                extra={"user_id": user.id, "username": user.username},
-            )
+        if user is None:
+            raise AuthenticationFailed("user unknown or inactive")
+        if not await self._store.bind_wamp_session(grant.session_digest, wamp_session):
+            raise AuthenticationFailed("web session ended while joining")
+        return AuthResult(
+            realm=names.REALM,
+            authid=str(user.id),
+            role=names.ROLE_BROWSER,
+            extra={"user_id": user.id, "username": user.username},
+        )

@@ -19,6 +19,7 @@ from herald.access import can_view_assignment, can_view_course, can_view_submiss
 from herald.logs import get_logger
 from herald.models import User
 from herald.names import TopicFamily
+from router.decision_cache import DecisionCache
 
 __all__ = ["Authorizer", "Decision", "authorize", "load_active_user"]
 
@@ -83,15 +84,22 @@ def _user_id(authid: object) -> int | None:
 
 
 class Authorizer:
-    """The ``herald.auth.authorize`` procedure."""
+    """The ``herald.auth.authorize`` procedure, with its own per-user decision cache."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, cache: DecisionCache | None = None
+    ) -> None:
         self._sessions = sessions
+        self.cache = cache if cache is not None else DecisionCache()
 
     async def __call__(
         self, session: Mapping[str, Any], uri: str, action: str, options: Mapping[str, Any]
     ) -> Decision:
-        """Crossbar's ``authorize(session, uri, action, options)``; the answer is never cached."""
+        """Crossbar's ``authorize(session, uri, action, options)``.
+
+        Crossbar is never told to cache the answer (its cache key leaves out the
+        authid, CROSSBAR_NOTES.md); allows are cached here, keyed by authid.
+        """
         authid = session.get("authid")
         bound = log.bind(authid=authid, uri=str(uri)[:MAX_URI_LENGTH], action=action)
         allowed = False
@@ -114,8 +122,16 @@ class Authorizer:
         if session.get("authrole") != names.ROLE_BROWSER:
             return False
         user_id = _user_id(session.get("authid"))
-        if user_id is None:
+        if user_id is None or not isinstance(uri, str):
             return False
+        authid = str(user_id)  # the canonical form _user_id accepted
+        # Only exact subscriptions are ever allowed, so only they can be cache hits.
+        exact = options.get("match", "exact") == "exact"
+        if exact and self.cache.allowed(authid, uri, action):
+            return True
         async with self._sessions() as db:
             user = await load_active_user(db, user_id)
-            return await authorize(db, user, uri, action, options)
+            allowed = await authorize(db, user, uri, action, options)
+        if allowed:
+            self.cache.remember_allow(authid, uri, action)
+        return allowed

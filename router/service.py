@@ -1,5 +1,6 @@
 """The router-auth process: serve the authenticator and authorizer procedures
-Crossbar calls, over a backend session that rejoins whenever Crossbar restarts."""
+Crossbar calls, over a backend session that rejoins whenever Crossbar restarts,
+and kill browser sessions whose access was taken away (router.revocation)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from herald.settings import Settings
 from herald.wamp import BackendLink, Readiness, finish_tasks, halt_on_exit
 from router.authenticator import Authenticator
 from router.authorizer import Authorizer
+from router.decision_cache import DecisionCache
+from router.revocation import SessionRevoker
 
 __all__ = ["PROCESS", "serve"]
 
@@ -42,28 +45,32 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 ticket_ttl=settings.ticket_ttl_seconds,
             )
             authenticate = Authenticator(store, sessions)
-            authorize = Authorizer(sessions)
+            cache = DecisionCache()
+            authorize = Authorizer(sessions, cache=cache)
+            revoker = SessionRevoker(store, cache)
 
             async def on_join(session: ApplicationSession) -> None:
                 # roundrobin: several router-auth replicas may serve the same procedures.
                 options = RegisterOptions(invoke="roundrobin")
                 await session.register(authenticate, names.PROC_AUTHENTICATE, options=options)
                 await session.register(authorize, names.PROC_AUTHORIZE, options=options)
+                revoker.attach(session)
                 log.info("auth procedures registered")
 
+            def on_change(up: bool) -> None:
+                readiness.set("wamp", up)
+                if not up:
+                    revoker.attach(None)
+
             readiness = Readiness("wamp")
-            link = BackendLink(
-                settings,
-                name=PROCESS,
-                on_join=on_join,
-                on_change=lambda up: readiness.set("wamp", up),
-            )
+            link = BackendLink(settings, name=PROCESS, on_join=on_join, on_change=on_change)
             tasks.add(
                 asyncio.create_task(
                     readiness.keep_health(redis, PROCESS, instance_id(), halt),
                     name="router-auth-health",
                 )
             )
+            tasks.add(asyncio.create_task(revoker.follow(redis, halt), name="router-auth-revoke"))
             log.info("router auth starting", url=settings.backend_url)
             await link.run(halt)
     finally:

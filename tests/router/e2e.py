@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import components.bridge
 import router.service
+from herald.accounts import Accounts
 from herald.db import create_engine, session_factory
 from herald.health import instance_id, is_healthy
 from herald.migrate import upgrade_async
@@ -33,6 +35,11 @@ class Stack:
     redis: Redis
     store: SessionStore
     node: CrossbarNode
+    sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def accounts(self) -> Accounts:
+        return Accounts(self.sessions, self.redis, self.store)
 
     async def ticket(self, username: str) -> str:
         """A fresh WAMP ticket for a new web session of ``username``."""
@@ -63,14 +70,15 @@ async def backend_stack(root: Path, redis_url: str) -> AsyncIterator[Stack]:
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
-        world = await build_world(session_factory(engine))
+        sessions = session_factory(engine)
+        world = await build_world(sessions)
         store = SessionStore(redis, session_ttl=600, ticket_ttl=60)
         with crossbar_node(settings, root / "crossbar") as node:
             tasks = [
                 asyncio.create_task(router.service.serve(settings, stop), name="router-auth"),
                 asyncio.create_task(components.bridge.serve(settings, stop), name="bridge"),
             ]
-            stack = Stack(settings, world, redis, store, node)
+            stack = Stack(settings, world, redis, store, node, sessions)
             await stack.wait_ready()
             try:
                 yield stack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from redis.asyncio import Redis
@@ -25,6 +27,14 @@ def _store(redis: Redis) -> SessionStore:
     return SessionStore(redis, session_ttl=600, ticket_ttl=60)
 
 
+_wamp_ids = itertools.count(1_000)
+
+
+def _details(ticket: object) -> dict[str, object]:
+    """What Crossbar passes: the ticket and the joining WAMP session's id."""
+    return {"ticket": ticket, "session": next(_wamp_ids)}
+
+
 async def _refused(auth: Authenticator, details: dict[str, object], realm: str = "herald") -> None:
     with pytest.raises(ApplicationError) as caught:
         await auth(realm, "someone", details)
@@ -42,14 +52,14 @@ async def test_ticket_is_single_use_and_maps_to_its_user(
     alice = world.users["alice"]
     _token, web = await store.create(alice.id)
     ticket = await store.issue_ticket(web)
-    result = await auth(names.REALM, "claimed-anything", {"ticket": ticket})
+    result = await auth(names.REALM, "claimed-anything", _details(ticket))
     assert result == {
         "realm": names.REALM,
         "authid": str(alice.id),
         "role": names.ROLE_BROWSER,
         "extra": {"user_id": alice.id, "username": "alice"},
     }
-    await _refused(auth, {"ticket": ticket})
+    await _refused(auth, _details(ticket))
 
 
 async def test_bad_tickets_are_refused_generically(
@@ -59,25 +69,53 @@ async def test_bad_tickets_are_refused_generically(
     store = _store(redis)
     sessions = session_factory(engine)
     auth = Authenticator(store, sessions)
-    await _refused(auth, {"ticket": "forged-" + "x" * 40})
-    await _refused(auth, {})
-    await _refused(auth, {"ticket": 42})
-    await _refused(auth, {"ticket": "y" * 10_000})
+    await _refused(auth, _details("forged-" + "x" * 40))
+    await _refused(auth, {"session": 1})
+    # Without the WAMP session id the session could not be killed at sign-out: refused.
+    _token, web = await store.create(world.uid("alice"))
+    await _refused(auth, {"ticket": await store.issue_ticket(web)})
+    await _refused(auth, _details(42))
+    await _refused(auth, _details("y" * 10_000))
 
     _token, web = await store.create(world.uid("bob"))
     ticket = await store.issue_ticket(web)
     await store.end(web)
-    await _refused(auth, {"ticket": ticket})
+    await _refused(auth, _details(ticket))
 
     _token, web = await store.create(world.uid("zed"))
-    await _refused(auth, {"ticket": await store.issue_ticket(web)})
+    await _refused(auth, _details(await store.issue_ticket(web)))
 
     _token, web = await store.create(world.uid("alice"))
-    await _refused(auth, {"ticket": await store.issue_ticket(web)}, realm="other")
+    await _refused(auth, _details(await store.issue_ticket(web)), realm="other")
 
     # Deactivating an account takes effect at the next ticket.
     _token, web = await store.create(world.uid("mark"))
     ticket = await store.issue_ticket(web)
     async with sessions.begin() as db:
         await db.execute(update(User).where(User.id == world.uid("mark")).values(is_active=False))
-    await _refused(auth, {"ticket": ticket})
+    await _refused(auth, _details(ticket))
+
+
+async def test_join_records_the_wamp_session_against_its_web_session(
+    engine: AsyncEngine, redis: Redis, world: World
+) -> None:
+    """A join is recorded for sign-out; a web session ending mid-join refuses the join."""
+    store = _store(redis)
+    auth = Authenticator(store, session_factory(engine))
+    _token, web = await store.create(world.uid("alice"))
+    first, second = _details(await store.issue_ticket(web)), _details(await store.issue_ticket(web))
+    await auth(names.REALM, "alice", first)
+    await auth(names.REALM, "alice", second)
+    assert await store.wamp_sessions_of(web.digest) == [first["session"], second["session"]]
+    assert await store.wamp_sessions_live([first["session"], 424242]) == {
+        first["session"]: True,
+        424242: False,
+    }
+
+    # The recording and the liveness check are one transaction: a sign-out that
+    # lands between redeeming and recording makes the join fail.
+    _token, racing = await store.create(world.uid("bob"))
+    await redis.delete(names.session_key(racing.digest))
+    assert not await store.bind_wamp_session(racing.digest, 77)
+    await store.end(web)
+    assert await store.wamp_sessions_live([first["session"]]) == {first["session"]: False}

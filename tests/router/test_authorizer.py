@@ -164,10 +164,10 @@ async def test_inactive_or_missing_user_is_refused(engine: AsyncEngine, world: W
             assert not await authorize(db, None, topic, "subscribe", {})
 
 
-async def test_procedure_checks_role_and_authid_and_never_caches(
+async def test_procedure_checks_role_and_authid_and_never_lets_crossbar_cache(
     engine: AsyncEngine, world: World
 ) -> None:
-    """The WAMP procedure answers allow/disclose without cache, from the session's authid only."""
+    """The procedure answers allow/disclose only (no "cache" for Crossbar), from the authid."""
     procedure = Authorizer(session_factory(engine))
     alice = world.uid("alice")
 
