@@ -117,3 +117,36 @@ def test_queue_commands_as_an_operator_uses_them(tmp_path: Path, redis_server: s
     assert bad_window.returncode == 1 and "cannot read" in bad_window.stderr
     missing = _herald(tmp_path, "cancel", "99", **env)
     assert missing.returncode == 1 and "no task 99" in missing.stderr
+
+
+def test_user_account_commands(tmp_path: Path, redis_server: str) -> None:
+    """disable / enable / enrol / unenrol / admin change the database and fail clearly."""
+    env = {"HERALD_REDIS_URL": redis_server}
+    assert _herald(tmp_path, "migrate", **env).returncode == 0
+    assert _herald(tmp_path, "demo-data", **env).returncode == 0
+
+    def row(sql: str) -> tuple[object, ...]:
+        with sqlite3.connect(tmp_path / "herald.db") as db:
+            return tuple(db.execute(sql).fetchone() or ())
+
+    disabled = _herald(tmp_path, "user", "disable", "bob", **env)
+    assert disabled.returncode == 0 and "signed out everywhere" in disabled.stdout
+    assert row("SELECT is_active FROM users WHERE username = 'bob'") == (0,)
+    assert _herald(tmp_path, "user", "enable", "bob", **env).returncode == 0
+    assert row("SELECT is_active FROM users WHERE username = 'bob'") == (1,)
+
+    role_of_mark = (
+        "SELECT e.role FROM enrolments e JOIN users u ON u.id = e.user_id WHERE u.username = 'mark'"
+    )
+    enrolled = _herald(tmp_path, "user", "enrol", "mark", "DEMO101", "--role", "student", **env)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert row(role_of_mark) == ("student",)
+    assert _herald(tmp_path, "user", "unenrol", "mark", "DEMO101", **env).returncode == 0
+    assert row(role_of_mark) == ()
+    again = _herald(tmp_path, "user", "unenrol", "mark", "DEMO101", **env)
+    assert again.returncode == 1 and "not enrolled" in again.stderr
+
+    assert _herald(tmp_path, "user", "admin", "ada", "off", **env).returncode == 0
+    assert row("SELECT is_admin FROM users WHERE username = 'ada'") == (0,)
+    unknown = _herald(tmp_path, "user", "disable", "nobody", **env)
+    assert unknown.returncode == 1 and unknown.stderr.strip() == "herald: no user 'nobody'"
