@@ -51,10 +51,14 @@ BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS  ?=
 
-.PHONY: bench
+.PHONY: bench bench-authorizer
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/queue.py $(BENCH_ARGS)
+
+# What one authorization costs router auth, cached and not (bench/authorizer.py).
+bench-authorizer: setup
+	$(VENV)/bin/python bench/authorizer.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
