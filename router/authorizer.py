@@ -25,6 +25,9 @@ __all__ = ["Authorizer", "Decision", "authorize", "load_active_user"]
 
 log = get_logger(__name__)
 
+# Procedures browsers may call: none. A page acts through the HTTP API (sessions,
+# CSRF, rate limits, one set of access rules); WAMP only delivers events to it.
+BROWSER_PROCEDURES: frozenset[str] = frozenset()
 # A WAMP URI is short; anything longer is hostile and is refused before parsing.
 MAX_URI_LENGTH = 200
 _AUTHID_RE = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
@@ -49,10 +52,13 @@ async def authorize(
     """Whether a browser session of ``user`` may perform ``action`` on ``uri``.
 
     Browsers only ever subscribe, and only with exact matching: a prefix
-    subscription to ``user.7`` would also receive ``user.70``.
+    subscription to ``user.7`` would also receive ``user.70``. They never publish
+    or register, and call only :data:`BROWSER_PROCEDURES` (none).
     """
     if user is None or not user.is_active:
         return False
+    if action == "call":
+        return uri in BROWSER_PROCEDURES
     if action != "subscribe" or options.get("match", "exact") != "exact":
         return False
     if not isinstance(uri, str) or len(uri) > MAX_URI_LENGTH:

@@ -78,6 +78,19 @@ async def test_browser_cannot_publish_call_or_register(stack: Stack) -> None:
         with pytest.raises(ApplicationError) as caught:
             await alice.register(lambda: None, "herald.evil")
         assert caught.value.error == NOT_AUTHORIZED
+        # The router's meta API would let a browser list and kill other people's sessions.
+        for procedure, args in (
+            ("wamp.session.list", ()),
+            ("wamp.session.kill_by_authid", (str(world.uid("bob")),)),
+            ("wamp.subscription.list", ()),
+            (names.PROC_AUTHENTICATE, ("herald", "x", {"ticket": "x"})),
+        ):
+            with pytest.raises(ApplicationError) as caught:
+                await alice.call(procedure, *args)
+            assert caught.value.error == NOT_AUTHORIZED, procedure
+        with pytest.raises(ApplicationError) as caught:
+            await alice.subscribe(lambda *_a: None, "wamp.session.on_join")
+        assert caught.value.error == NOT_AUTHORIZED
     finally:
         await close_browser(alice)
 
