@@ -55,8 +55,11 @@ class TopicFamily(StrEnum):
 BROADCAST = "broadcast"
 ADMIN_TASKS = "admin.tasks"
 
-# Ids in topics are canonical decimal: no sign, no leading zero, ASCII digits only.
-_TOPIC_RE = re.compile(r"(submission|assignment|user|course)\.([1-9][0-9]{0,17})", re.ASCII)
+# Ids in topics are canonical decimal: no sign, no leading zero, ASCII digits only,
+# and no larger than an id column can hold (INTEGER on PostgreSQL): a bigger id names
+# no row, and binding it to a query would be an error rather than a "no".
+MAX_ROW_ID = 2**31 - 1
+_TOPIC_RE = re.compile(r"(submission|assignment|user|course)\.([1-9][0-9]{0,9})", re.ASCII)
 
 
 def submission_topic(submission_id: int) -> str:
@@ -80,7 +83,10 @@ def parse_topic(topic: str) -> tuple[TopicFamily, int] | None:
     match = _TOPIC_RE.fullmatch(topic)
     if match is None:
         return None
-    return TopicFamily(match.group(1)), int(match.group(2))
+    ident = int(match.group(2))
+    if ident > MAX_ROW_ID:
+        return None
+    return TopicFamily(match.group(1)), ident
 
 
 # The bridge listens to these Redis patterns and channels.

@@ -30,7 +30,7 @@ log = get_logger(__name__)
 BROWSER_PROCEDURES: frozenset[str] = frozenset()
 # A WAMP URI is short; anything longer is hostile and is refused before parsing.
 MAX_URI_LENGTH = 200
-_AUTHID_RE = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
+_AUTHID_RE = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
 
 
 class Decision(TypedDict):
@@ -85,7 +85,8 @@ async def authorize(
 def _user_id(authid: object) -> int | None:
     # The authenticator sets authid to str(user.id); accept exactly that form.
     if isinstance(authid, str) and _AUTHID_RE.fullmatch(authid):
-        return int(authid)
+        user_id = int(authid)
+        return user_id if user_id <= names.MAX_ROW_ID else None
     return None
 
 

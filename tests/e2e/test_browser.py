@@ -60,3 +60,26 @@ async def test_upload_form_shows_every_step_completing_live(
         await expect(row).to_have_attribute("data-status", "done")
     assert await page.evaluate("window.__heraldNoReload === true")
     await page.screenshot(path=str(stack.log_dir / "submission-page.png"), full_page=True)
+
+
+async def test_signing_out_in_one_tab_closes_the_live_connection_of_the_other(
+    browser: Browser, stack: Stack
+) -> None:
+    """Two tabs of one login: signing out in one, the router closes the other's WAMP
+    session at once, and that page says it is signed out instead of reconnecting."""
+    context = await browser.new_context(base_url=stack.web_url)
+    try:
+        watching = await context.new_page()
+        await login(watching, "bob")
+        await expect(watching.locator("body")).to_have_attribute("data-live", "1", timeout=15_000)
+        other_tab = await context.new_page()
+        await other_tab.goto("/")
+        await other_tab.click("form[action='/logout'] button[type=submit]")
+        await other_tab.wait_for_url("**/login*")
+        # No reload, no navigation: the live state changes because the router killed it.
+        await expect(watching.locator("body")).to_have_attribute(
+            "data-live-state", "signed-out", timeout=15_000
+        )
+        await expect(watching.locator("#live-state")).to_have_attribute("data-state", "signed-out")
+    finally:
+        await context.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
@@ -174,18 +174,6 @@ def hostile_topics(aw: AccessWorld) -> st.SearchStrategy[str]:
     )
 
 
-def _hits_int32_bug(engine: AsyncEngine, topic: str) -> bool:
-    # Known bug, pinned by test_out_of_range_ids_are_denied_without_error (xfail on
-    # PostgreSQL): drop these examples there until it is fixed, then remove this.
-    parsed = names.parse_topic(topic)
-    return (
-        engine.dialect.name == "postgresql"
-        and parsed is not None
-        and parsed[0] is not TopicFamily.USER
-        and parsed[1] > INT32_MAX
-    )
-
-
 # --- names.parse_topic, pure ---------------------------------------------------------
 
 PURE_SETTINGS = settings(max_examples=2000, deadline=None)
@@ -236,7 +224,6 @@ async def test_only_canonical_topics_are_ever_allowed(
     viewer = data.draw(st.sampled_from(viewers(access_world)), label="viewer")
     topic = data.draw(hostile_topics(access_world), label="topic")
     options = data.draw(st.sampled_from([{"match": "exact"}, {}]), label="options")
-    assume(not _hits_int32_bug(engine, topic))
     async with session_factory(engine)() as db:
         got = await authorize(db, _user(access_world, viewer), topic, "subscribe", options)
     if got:
@@ -321,7 +308,6 @@ async def test_procedure_trusts_only_a_canonical_authid_and_the_browser_role(
         label="authrole",
     )
     topic = data.draw(hostile_topics(access_world), label="topic")
-    assume(not _hits_int32_bug(engine, topic))
     session = {"session": 1, "authid": authid, "authrole": role}
     with capture_logs() as logs:
         got = await Authorizer(session_factory(engine))(session, topic, "subscribe", {})
@@ -335,27 +321,17 @@ async def test_procedure_trusts_only_a_canonical_authid_and_the_browser_role(
     assert [e for e in logs if e["log_level"] == "error"] == []
 
 
-# The smallest id a PostgreSQL INTEGER cannot hold, and the largest parse_topic accepts.
+# The smallest id a PostgreSQL INTEGER cannot hold, and one far beyond it.
 OUT_OF_RANGE = [INT32_MAX + 1, 10**18 - 1]
 
 
 @pytest.mark.parametrize("family", list(TopicFamily))
 async def test_out_of_range_ids_are_denied_without_error(
-    request: pytest.FixtureRequest,
     engine: AsyncEngine,
     access_world: AccessWorld,
     family: TopicFamily,
 ) -> None:
     """A canonical topic whose id no row can have is denied quietly, on every backend."""
-    if engine.dialect.name == "postgresql" and family is not TopicFamily.USER:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="parse_topic accepts ids up to 18 digits but the id columns are "
-                "INTEGER; on PostgreSQL asyncpg refuses the bound value, so authorize() raises "
-                "DBAPIError and the procedure logs a traceback for each such subscribe",
-            )
-        )
     alice = access_world.world.users["alice"]
     procedure = Authorizer(session_factory(engine))
     session = {"session": 1, "authid": str(alice.id), "authrole": names.ROLE_BROWSER}
