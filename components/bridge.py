@@ -10,19 +10,18 @@ than buffering an unbounded backlog here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, SessionNotReady, TransportLost
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from herald import names
 from herald.events import EnvelopeError, parse_envelope
 from herald.health import instance_id
 from herald.logs import get_logger
 from herald.settings import Settings
+from herald.subscription import stay_subscribed
 from herald.wamp import BackendLink, Readiness, finish_tasks, halt_on_exit
 
 __all__ = ["PROCESS", "Bridge", "serve"]
@@ -31,8 +30,6 @@ log = get_logger(__name__)
 
 PROCESS = "bridge"
 SHUTDOWN_GRACE = 5.0
-FIRST_DELAY = 0.25
-MAX_DELAY = 10.0
 # How long one read of the subscription waits before re-checking stop.
 POLL_TIMEOUT = 1.0
 
@@ -123,27 +120,21 @@ class Bridge:
 
     async def run_redis(self, stop: asyncio.Event) -> None:
         """Stay subscribed to every Herald channel, resubscribing after Redis outages."""
-        delay = FIRST_DELAY
-        while not stop.is_set():
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.psubscribe(*names.BRIDGE_PATTERNS)
-                await pubsub.subscribe(*names.BRIDGE_CHANNELS)
-                self.readiness.set("redis", True)
-                log.info("subscribed to redis channels")
-                delay = FIRST_DELAY
-                await self._pump(pubsub, stop)
-            except (RedisError, OSError) as exc:
-                log.warning("redis subscription lost", error=str(exc), retry_in=delay)
-            finally:
-                self.readiness.set("redis", False)
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            if stop.is_set():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, MAX_DELAY)
+
+        async def subscribe(pubsub: PubSub) -> None:
+            await pubsub.psubscribe(*names.BRIDGE_PATTERNS)
+            await pubsub.subscribe(*names.BRIDGE_CHANNELS)
+            self.readiness.set("redis", True)
+            log.info("subscribed to redis channels")
+
+        await stay_subscribed(
+            self._redis,
+            stop,
+            name="bridge",
+            subscribe=subscribe,
+            pump=lambda pubsub: self._pump(pubsub, stop),
+            lost=lambda: self.readiness.set("redis", False),
+        )
 
     async def _pump(self, pubsub: PubSub, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -16,7 +16,6 @@ browser session whose web session has ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,6 +29,7 @@ from herald import names
 from herald.access_events import AccessEvent, AccessEventKind, parse_access_event
 from herald.logs import get_logger
 from herald.sessions import SessionStore
+from herald.subscription import stay_subscribed
 from router.decision_cache import DecisionCache
 
 __all__ = ["SessionRevoker"]
@@ -38,8 +38,6 @@ log = get_logger(__name__)
 
 SWEEP_INTERVAL = 15.0
 CALL_TIMEOUT = 10.0
-FIRST_DELAY = 0.25
-MAX_DELAY = 10.0
 
 _CLOSE_REASONS = {
     AccessEventKind.SIGNED_OUT: (names.CLOSE_SIGNED_OUT, "signed out"),
@@ -115,23 +113,18 @@ class SessionRevoker:
 
     async def follow(self, redis: Redis, stop: asyncio.Event) -> None:
         """Apply announcements as they come and sweep periodically, until ``stop``."""
-        delay = FIRST_DELAY
-        while not stop.is_set():
-            pubsub = _WatchedPubSub(redis.connection_pool)
-            try:
-                await pubsub.subscribe(names.ACCESS_EVENTS_CHANNEL)
-                delay = FIRST_DELAY
-                await self._pump(pubsub, stop)
-            except (RedisError, OSError) as exc:
-                log.warning("access events subscription lost", error=str(exc), retry_in=delay)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-            if stop.is_set():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, MAX_DELAY)
+
+        async def subscribe(pubsub: _WatchedPubSub) -> None:
+            await pubsub.subscribe(names.ACCESS_EVENTS_CHANNEL)
+
+        await stay_subscribed(
+            redis,
+            stop,
+            name="access-events",
+            subscribe=subscribe,
+            pump=lambda pubsub: self._pump(pubsub, stop),
+            pubsub_class=_WatchedPubSub,
+        )
 
     async def _pump(self, pubsub: _WatchedPubSub, stop: asyncio.Event) -> None:
         seen_connects = 0
