@@ -59,6 +59,19 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} must be one of {', '.join(_TRUE + _FALSE)}")
+
+
 MIN_SECRET_DISTINCT_CHARS = 10
 
 
@@ -82,6 +95,14 @@ class Settings:
     max_upload_bytes: int = 25 * 1024 * 1024
     ticket_ttl_seconds: int = 60
     session_ttl_seconds: int = 8 * 3600
+    # Behind a TLS-terminating reverse proxy: believe its X-Forwarded-Proto and
+    # (rightmost) X-Forwarded-For. Off, anyone could claim any address or https.
+    trust_proxy: bool = False
+    # Failed sign-ins allowed per username and per client address within the
+    # window; once reached, sign-in is refused (429) until the window ends. 0: no limit.
+    login_account_limit: int = 5
+    login_address_limit: int = 25
+    login_window_seconds: int = 15 * 60
     demo_password: str = "demo"  # noqa: S105 - DESIGN.md's documented demo password
     clamd_url: str | None = None
     plagiarism_url: str | None = None
@@ -185,6 +206,16 @@ class Settings:
             ),
             session_ttl_seconds=get(
                 "HERALD_SESSION_TTL", 8 * 3600, lambda n, v: _int(n, v, low=60)
+            ),
+            trust_proxy=get("HERALD_TRUST_PROXY", False, _bool),
+            login_account_limit=get(
+                "HERALD_LOGIN_ACCOUNT_LIMIT", 5, lambda n, v: _int(n, v, low=0, high=10_000)
+            ),
+            login_address_limit=get(
+                "HERALD_LOGIN_ADDRESS_LIMIT", 25, lambda n, v: _int(n, v, low=0, high=1_000_000)
+            ),
+            login_window_seconds=get(
+                "HERALD_LOGIN_WINDOW", 15 * 60, lambda n, v: _int(n, v, low=1, high=7 * 86400)
             ),
             demo_password=env.get("HERALD_DEMO_PASSWORD") or "demo",
             clamd_url=get("HERALD_CLAMD_URL", None, lambda n, v: _url(n, v, ("tcp",))),

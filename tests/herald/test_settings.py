@@ -63,3 +63,39 @@ def test_backend_secret_is_required_and_must_be_long() -> None:
     for placeholder in ("x" * 32, "changeme-changeme", "secretsecretsecret"):
         with pytest.raises(SettingsError, match="random string"):
             Settings.from_env({"HERALD_BACKEND_SECRET": placeholder}).require_backend_secret()
+
+
+def test_proxy_and_sign_in_limit_settings() -> None:
+    """Proxy trust is off and sign-in limits are on by default; both are read from the env."""
+    settings = Settings.from_env({})
+    assert settings.trust_proxy is False
+    assert (settings.login_account_limit, settings.login_address_limit) == (5, 25)
+    assert settings.login_window_seconds == 900
+    settings = Settings.from_env(
+        {
+            "HERALD_TRUST_PROXY": "Yes",
+            "HERALD_LOGIN_ACCOUNT_LIMIT": "0",
+            "HERALD_LOGIN_ADDRESS_LIMIT": "100",
+            "HERALD_LOGIN_WINDOW": "3600",
+        }
+    )
+    assert settings.trust_proxy is True
+    assert (settings.login_account_limit, settings.login_address_limit) == (0, 100)
+    assert settings.login_window_seconds == 3600
+    assert Settings.from_env({"HERALD_TRUST_PROXY": "off"}).trust_proxy is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("HERALD_TRUST_PROXY", "maybe", "must be one of 1, true, yes, on, 0, false, no, off"),
+        ("HERALD_LOGIN_ACCOUNT_LIMIT", "-1", "out of range (0..10000)"),
+        ("HERALD_LOGIN_ADDRESS_LIMIT", "many", "is not an integer"),
+        ("HERALD_LOGIN_WINDOW", "0", "out of range (1..604800)"),
+    ],
+)
+def test_bad_proxy_and_limit_values_fail_clearly(name: str, value: str, message: str) -> None:
+    """Bad proxy and limit values name the variable and what would be accepted."""
+    with pytest.raises(SettingsError, match="^" + name) as raised:
+        Settings.from_env({name: value})
+    assert message in str(raised.value)
