@@ -19,8 +19,13 @@ from herald.settings import Settings
 from web import api, pages
 from web.auth import auth_middleware, csrf_middleware
 from web.errors import error_middleware
-from web.keys import DB, ENGINE, PUBLISHER, QUEUE, REDIS, SESSIONS, SETTINGS
-from web.middleware import request_context_middleware, security_headers_middleware
+from web.keys import DB, ENGINE, LOGIN_LIMITER, PUBLISHER, QUEUE, REDIS, SESSIONS, SETTINGS
+from web.middleware import (
+    forwarded_middleware,
+    request_context_middleware,
+    security_headers_middleware,
+)
+from web.ratelimit import LoginLimiter
 from workers.queue import RedisQueue
 
 __all__ = ["create_app", "serve"]
@@ -49,6 +54,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
         app[PUBLISHER] = EventPublisher(redis)
         app[QUEUE] = RedisQueue(redis)
+        app[LOGIN_LIMITER] = LoginLimiter(redis, settings)
         yield
     finally:
         await engine.dispose()
@@ -57,18 +63,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application: pages, JSON API, static files, middlewares."""
-    app = web.Application(
-        client_max_size=CLIENT_MAX_SIZE,
-        middlewares=[
-            # Outermost first: logging sees the final status; every response,
-            # errors included, gets the security headers.
-            request_context_middleware,
-            security_headers_middleware(settings),
-            error_middleware,
-            auth_middleware,
-            csrf_middleware,
-        ],
-    )
+    middlewares = [
+        # Outermost first: logging sees the final status; every response,
+        # errors included, gets the security headers.
+        request_context_middleware,
+        security_headers_middleware(settings),
+        error_middleware,
+        auth_middleware,
+        csrf_middleware,
+    ]
+    if settings.trust_proxy:
+        # Before everything else, so every later step sees the client's scheme and address.
+        middlewares.insert(0, forwarded_middleware)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=middlewares)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources)
     app.router.add_routes(api.routes)

@@ -16,11 +16,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy import select
 
+from herald.logs import get_logger
 from herald.models import User
 from herald.passwords import hash_password, verify_password
 from herald.sessions import WebSession
-from web.errors import BadCredentials, CsrfFailed, Unauthorized
-from web.keys import CSRF_DEFERRED, DB, SESSION, SESSIONS, SETTINGS, USER
+from web.errors import BadCredentials, CsrfFailed, TooManyAttempts, Unauthorized
+from web.keys import CSRF_DEFERRED, DB, LOGIN_LIMITER, SESSION, SESSIONS, SETTINGS, USER
+from web.ratelimit import address_bucket
 
 __all__ = [
     "COOKIE_NAME",
@@ -35,6 +37,8 @@ __all__ = [
     "set_session_cookie",
     "start_session",
 ]
+
+log = get_logger(__name__)
 
 COOKIE_NAME: Final = "herald_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -123,7 +127,17 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def authenticate(request: web.Request, username: str, password: str) -> User:
-    """The active user with these credentials; :class:`BadCredentials` otherwise."""
+    """The active user with these credentials; :class:`BadCredentials` otherwise.
+
+    :class:`TooManyAttempts` (429) before any password check once the username
+    or the client's address has used up its failed attempts (web.ratelimit).
+    """
+    limiter = request.app[LOGIN_LIMITER]
+    try:
+        await limiter.attempt(username, request.remote)
+    except TooManyAttempts:
+        log.warning("login.rate_limited", address=address_bucket(request.remote))
+        raise
     async with request.app[DB]() as db:
         user = await db.scalar(select(User).where(User.username == username))
     if user is None or not user.is_active:
@@ -131,6 +145,7 @@ async def authenticate(request: web.Request, username: str, password: str) -> Us
         raise BadCredentials()
     if not verify_password(user.password_hash, password):
         raise BadCredentials()
+    await limiter.succeeded(username, request.remote)
     return user
 
 
@@ -152,7 +167,11 @@ async def start_session(request: web.Request, user: User) -> tuple[str, WebSessi
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    """The session cookie: HttpOnly, SameSite=Lax, Secure over https, whole site."""
+    """The session cookie: HttpOnly, SameSite=Lax, Secure over https, whole site.
+
+    Behind a TLS-terminating proxy ``request.secure`` is true only with
+    ``HERALD_TRUST_PROXY`` (web.middleware.forwarded_middleware).
+    """
     response.set_cookie(
         COOKIE_NAME,
         token,

@@ -9,6 +9,7 @@ with a generic 500: no traceback ever reaches a client.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import ClassVar
 from urllib.parse import urlencode
 
@@ -27,6 +28,7 @@ __all__ = [
     "MissingFile",
     "NotFound",
     "TooLarge",
+    "TooManyAttempts",
     "Unauthorized",
     "UnsupportedType",
     "WebError",
@@ -47,6 +49,11 @@ class WebError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the error answer must carry besides the body."""
+        return {}
 
 
 class BadRequest(WebError):
@@ -104,6 +111,20 @@ class UnsupportedType(WebError):
     default_message = "That kind of file is not accepted: upload PDF, Word, text or an image."
 
 
+class TooManyAttempts(WebError):
+    status, code = 429, "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        minutes = -(-self.retry_after // 60)
+        wait = f"{minutes} minutes" if minutes > 1 else "a minute"
+        super().__init__(f"Too many failed sign-in attempts. Try again in {wait}.")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 # aiohttp's own HTTP errors (unknown route, wrong method, body over
 # client_max_size) mapped to our codes so /api/* always answers in one shape.
 _HTTP_CODES = {
@@ -122,14 +143,27 @@ def is_api(request: web.Request) -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
 
 
-def error_response(request: web.Request, status: int, code: str, message: str) -> web.Response:
+# Headers of aiohttp's HTTP errors that belong in our answer too (405's Allow).
+_KEPT_HEADERS = ("Allow",)
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     """The error answer in the request's dialect: JSON for the API, HTML for pages."""
     if is_api(request):
-        return web.json_response({"error": code, "message": message}, status=status)
-    # Imported here: render imports keys/auth helpers that import this module.
-    from web.render import render_error
+        response = web.json_response({"error": code, "message": message}, status=status)
+    else:
+        # Imported here: render imports keys/auth helpers that import this module.
+        from web.render import render_error
 
-    return render_error(request, status, message)
+        response = render_error(request, status, message)
+    response.headers.update(headers or {})
+    return response
 
 
 async def _login_redirect(request: web.Request) -> web.Response:
@@ -148,18 +182,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Unauthorized as exc:
         if not is_api(request) and exc.code == "unauthorized":
             return await _login_redirect(request)
-        return error_response(request, exc.status, exc.code, exc.message)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
     except WebError as exc:
         if exc.status >= 500:
             log.error("request.error", code=exc.code, exc_info=True)
-        return error_response(request, exc.status, exc.code, exc.message)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             # Redirects and the like: pass them on as plain responses so the
             # outer middlewares (security headers, logging) see them.
             return web.Response(status=exc.status, headers=exc.headers)
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return error_response(request, exc.status, code, exc.reason)
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return error_response(request, exc.status, code, exc.reason, kept)
     except Exception:
         log.exception("request.unhandled")
         return error_response(request, 500, "internal", WebError.default_message)

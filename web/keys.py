@@ -10,12 +10,14 @@ from herald.events import EventPublisher
 from herald.models import User
 from herald.sessions import SessionStore, WebSession
 from herald.settings import Settings
+from web.ratelimit import LoginLimiter
 from workers.queue import RedisQueue
 
 __all__ = [
     "CSRF_DEFERRED",
     "DB",
     "ENGINE",
+    "LOGIN_LIMITER",
     "PUBLISHER",
     "QUEUE",
     "REDIS",
@@ -32,6 +34,7 @@ DB = web.AppKey("db", async_sessionmaker[AsyncSession])
 SESSIONS = web.AppKey("sessions", SessionStore)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 QUEUE = web.AppKey("queue", RedisQueue)
+LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 
 # Set by the auth middleware on every request (None when signed out).
 SESSION = web.RequestKey("session", WebSession)

@@ -1,7 +1,9 @@
-"""Per-request context and logging, and the security headers on every response."""
+"""Per-request context and logging, the trusted proxy's headers, and the security
+headers on every response."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
@@ -15,11 +17,53 @@ from aiohttp.typedefs import Handler, Middleware
 from herald.logs import get_logger
 from herald.settings import Settings
 
-__all__ = ["content_security_policy", "request_context_middleware", "security_headers_middleware"]
+__all__ = [
+    "content_security_policy",
+    "forwarded_middleware",
+    "request_context_middleware",
+    "security_headers_middleware",
+]
 
 log = get_logger("web.request")
 
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{8,64}")
+# Browsers that once saw https keep to it for a year.
+HSTS: Final = "max-age=31536000"
+
+
+def _last_hop(request: web.Request, header: str) -> str:
+    # Our proxy appends to these headers: only its own entry, the last one, is
+    # to be believed; earlier entries are whatever the client chose to send.
+    values = ",".join(request.headers.getall(header, []))
+    return values.rsplit(",", 1)[-1].strip()
+
+
+def _forwarded_address(raw: str) -> str | None:
+    if raw.startswith("["):  # "[2001:db8::1]:4711"
+        raw = raw[1:].split("]", 1)[0]
+    elif raw.count(":") == 1:  # "192.0.2.1:4711"
+        raw = raw.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return None
+
+
+@web.middleware
+async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve the request as the client made it to the TLS-terminating proxy in front.
+
+    Installed only with ``HERALD_TRUST_PROXY``: then ``request.secure`` (Secure
+    cookies, HSTS) and ``request.remote`` (sign-in limits) come from the proxy's
+    ``X-Forwarded-Proto`` and ``X-Forwarded-For``.
+    """
+    proto = _last_hop(request, "X-Forwarded-Proto").lower()
+    if proto in ("http", "https"):
+        request = request.clone(scheme=proto)
+    remote = _forwarded_address(_last_hop(request, "X-Forwarded-For"))
+    if remote is not None:
+        request = request.clone(remote=remote)
+    return await handler(request)
 
 
 @web.middleware
@@ -71,7 +115,8 @@ def content_security_policy(settings: Settings) -> str:
 
 
 def security_headers_middleware(settings: Settings) -> Middleware:
-    """Middleware adding CSP, nosniff, referrer and framing headers to every response."""
+    """Middleware adding CSP, nosniff, referrer and framing headers to every response,
+    and HSTS to those served over https."""
     headers = {
         "Content-Security-Policy": content_security_policy(settings),
         "X-Content-Type-Options": "nosniff",
@@ -83,6 +128,8 @@ def security_headers_middleware(settings: Settings) -> Middleware:
     async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         response.headers.update(headers)
+        if request.secure:
+            response.headers["Strict-Transport-Security"] = HSTS
         if not request.path.startswith("/static/"):
             # Pages and API answers are per user: never stored by shared caches.
             response.headers.setdefault("Cache-Control", "no-store")

@@ -20,7 +20,7 @@ from web.auth import (
     set_session_cookie,
     start_session,
 )
-from web.errors import BadCredentials, NotFound, Unauthorized, WebError
+from web.errors import BadCredentials, NotFound, TooManyAttempts, Unauthorized, WebError
 from web.keys import DB, REDIS
 from web.queries import (
     assignments_for,
@@ -73,8 +73,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     target = safe_next(str(form.get("next", "")) or None)
     try:
         user = await authenticate(request, username, password)
-    except BadCredentials as exc:
-        return await render(
+    except (BadCredentials, TooManyAttempts) as exc:
+        response = await render(
             request,
             "login.html",
             status=exc.status,
@@ -82,6 +82,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             username=username,
             error=exc.message,
         )
+        response.headers.update(exc.headers)
+        return response
     token, _ = await start_session(request, user)
     response = _see_other(target)
     set_session_cookie(request, response, token)
