@@ -182,6 +182,9 @@ class Assignment(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     due_at: Mapped[datetime | None]
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    # MIME types of the files this assignment takes, as the upload sniffer names
+    # them (e.g. ["application/pdf"]); None: every type the site accepts.
+    allowed_types: Mapped[list[str] | None] = mapped_column(JSON)
 
     course: Mapped[Course] = relationship(back_populates="assignments")
 

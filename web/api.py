@@ -24,6 +24,7 @@ from web.queries import (
     user_json,
 )
 from web.submissions import accept_submission
+from web.uploads import accepted_types
 
 __all__ = ["routes"]
 
@@ -107,6 +108,7 @@ async def list_assignments(request: web.Request) -> web.Response:
                 "description": a.description,
                 "due_at": iso(a.due_at),
                 "is_open": a.is_open,
+                "accepts": list(accepted_types(a.allowed_types)),
                 "url": f"/assignments/{a.id}",
             }
             for a in assignments

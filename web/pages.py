@@ -31,6 +31,7 @@ from web.queries import (
 )
 from web.render import render
 from web.submissions import accept_submission
+from web.uploads import accepted_types, describe_types, picker_hint
 
 __all__ = ["routes", "safe_next"]
 
@@ -141,6 +142,7 @@ async def _assignment_page(
         everyone = (
             await recent_submissions(db, assignment_id=assignment_id, limit=200) if is_staff else []
         )
+    types = accepted_types(assignment.allowed_types)
     return await render(
         request,
         "assignment.html",
@@ -152,6 +154,8 @@ async def _assignment_page(
         mine=mine,
         everyone=everyone,
         error=error,
+        accepts=describe_types(types),
+        accept_hint=picker_hint(types),
     )
 
 

@@ -13,7 +13,7 @@ from herald.logs import get_logger
 from herald.models import Assignment, CourseRole, Submission, SubmissionStatus, User
 from web.errors import Forbidden, NotFound
 from web.keys import DB, QUEUE, SETTINGS
-from web.uploads import receive_upload
+from web.uploads import accepted_types, receive_upload
 from workers.pipeline import plan_submission_tasks
 from workers.queue import job_for
 
@@ -47,8 +47,10 @@ async def accept_submission(request: web.Request, user: User, assignment_id: int
     its pipeline tasks are committed together; the first task is enqueued only
     after the commit, so a worker never sees a job whose row does not exist.
     """
-    await check_can_submit(request, user, assignment_id)
-    upload = await receive_upload(request, request.app[SETTINGS])
+    assignment = await check_can_submit(request, user, assignment_id)
+    upload = await receive_upload(
+        request, request.app[SETTINGS], allowed=accepted_types(assignment.allowed_types)
+    )
     try:
         async with request.app[DB].begin() as db:
             submission = Submission(

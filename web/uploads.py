@@ -2,7 +2,8 @@
 
 The body is never held in memory: the multipart field ``file`` is copied in
 64 KiB chunks to a temp file under ``files_dir/uploads`` while its SHA-256 and
-UTF-8 validity are computed. The type comes from the bytes, not the name. Any
+UTF-8 validity are computed. The type comes from the bytes, never from the name
+or the client's Content-Type, and must be one the assignment takes. Any
 rejection deletes the temp file, so nothing half-stored is left behind.
 """
 
@@ -32,7 +33,16 @@ from web.errors import (
 )
 from web.keys import CSRF_DEFERRED
 
-__all__ = ["StoredUpload", "receive_upload", "sanitize_filename", "sniff_content_type"]
+__all__ = [
+    "ACCEPTED_TYPES",
+    "StoredUpload",
+    "accepted_types",
+    "describe_types",
+    "picker_hint",
+    "receive_upload",
+    "sanitize_filename",
+    "sniff_content_type",
+]
 
 CHUNK_SIZE: Final = 64 * 1024
 # A multipart body is larger than its file by the boundaries, part headers and
@@ -50,6 +60,46 @@ TEXT: Final = "text/plain"
 MARKDOWN: Final = "text/markdown"
 
 _MARKDOWN_SUFFIXES: Final = (".md", ".markdown")
+
+# Every type the site recognises, in the order people are told about them;
+# an assignment may narrow this set (Assignment.allowed_types), never widen it.
+ACCEPTED_TYPES: Final = {
+    PDF: "PDF",
+    DOCX: "Word (.docx)",
+    TEXT: "plain text",
+    MARKDOWN: "Markdown",
+    PNG: "PNG",
+    JPEG: "JPEG",
+}
+# For the file picker's accept="" hint; the bytes decide all the same.
+_PICKER_HINTS: Final = {
+    PDF: ".pdf",
+    DOCX: ".docx",
+    TEXT: ".txt",
+    MARKDOWN: ".md,.markdown",
+    PNG: ".png",
+    JPEG: ".jpg,.jpeg",
+}
+
+
+def accepted_types(allowed: list[str] | None) -> tuple[str, ...]:
+    """The types an assignment takes: its list within the site-wide set, or that whole set."""
+    if allowed is None:
+        return tuple(ACCEPTED_TYPES)
+    return tuple(t for t in ACCEPTED_TYPES if t in allowed)
+
+
+def describe_types(types: tuple[str, ...]) -> str:
+    """``"PDF, Word (.docx) or plain text"`` for people."""
+    labels = [ACCEPTED_TYPES[t] for t in types]
+    if len(labels) <= 1:
+        return "".join(labels) or "nothing (no file type is allowed)"
+    return ", ".join(labels[:-1]) + " or " + labels[-1]
+
+
+def picker_hint(types: tuple[str, ...]) -> str:
+    """The ``accept`` attribute for a file input offering ``types``."""
+    return ",".join(_PICKER_HINTS[t] for t in types)
 
 
 @dataclass(frozen=True)
@@ -114,8 +164,11 @@ def _is_docx(path: Path) -> bool:
         return False
 
 
-async def sniff_content_type(path: Path, head: bytes, is_text: bool, filename: str) -> str:
-    """The accepted type of the stored bytes; :class:`UnsupportedType` for anything else."""
+async def sniff_content_type(path: Path, head: bytes, is_text: bool, filename: str) -> str | None:
+    """The type of the stored bytes, one of :data:`ACCEPTED_TYPES`; ``None`` for anything else.
+
+    Only the bytes decide, except that text named ``.md`` counts as Markdown.
+    """
     if head.startswith(b"%PDF-"):
         return PDF
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -123,12 +176,21 @@ async def sniff_content_type(path: Path, head: bytes, is_text: bool, filename: s
     if head.startswith(b"\xff\xd8\xff"):
         return JPEG
     if head.startswith(b"PK\x03\x04"):
-        if await asyncio.to_thread(_is_docx, path):
-            return DOCX
-        raise UnsupportedType()
+        return DOCX if await asyncio.to_thread(_is_docx, path) else None
     if is_text:
         return MARKDOWN if filename.lower().endswith(_MARKDOWN_SUFFIXES) else TEXT
-    raise UnsupportedType()
+    return None
+
+
+def _admit(content_type: str | None, allowed: tuple[str, ...]) -> str:
+    if content_type == MARKDOWN and MARKDOWN not in allowed and TEXT in allowed:
+        # Markdown is plain text; an assignment taking text takes it as such.
+        return TEXT
+    if content_type is None or content_type not in allowed:
+        raise UnsupportedType(
+            f"That kind of file is not accepted here: upload {describe_types(allowed)}."
+        )
+    return content_type
 
 
 async def _read_small(part: BodyPartReader) -> str:
@@ -140,7 +202,9 @@ async def _read_small(part: BodyPartReader) -> str:
     return data.decode("utf-8", "replace")
 
 
-async def _store(part: BodyPartReader, folder: Path, limit: int) -> StoredUpload:
+async def _store(
+    part: BodyPartReader, folder: Path, limit: int, allowed: tuple[str, ...]
+) -> StoredUpload:
     filename = sanitize_filename(part.filename)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.upload"
@@ -161,6 +225,10 @@ async def _store(part: BodyPartReader, folder: Path, limit: int) -> StoredUpload
                 if len(head) < 16:
                     head += chunk[:16]
                 await asyncio.to_thread(handle.write, chunk)
+            if not part.at_eof():
+                # The body ended before the part's boundary: aiohttp hands over
+                # what came (with a piece of the boundary) as if it were the file.
+                raise BadRequest("The upload was cut off; please send it again.")
         except ValueError:
             # aiohttp's multipart reader: a truncated or malformed body.
             raise BadRequest("The upload is not a valid multipart form.") from None
@@ -169,7 +237,7 @@ async def _store(part: BodyPartReader, folder: Path, limit: int) -> StoredUpload
         if size == 0:
             raise EmptyUpload()
         text.feed(b"", final=True)
-        content_type = await sniff_content_type(path, head, text.ok, filename)
+        content_type = _admit(await sniff_content_type(path, head, text.ok, filename), allowed)
     except BaseException:
         # Refused, cancelled or broken: nothing half-stored stays on disk.
         path.unlink(missing_ok=True)
@@ -178,13 +246,18 @@ async def _store(part: BodyPartReader, folder: Path, limit: int) -> StoredUpload
 
 
 async def receive_upload(
-    request: web.Request, settings: Settings, *, field: str = "file"
+    request: web.Request,
+    settings: Settings,
+    *,
+    allowed: tuple[str, ...] = tuple(ACCEPTED_TYPES),
+    field: str = "file",
 ) -> StoredUpload:
     """Stream the multipart ``field`` to a temp file and check it.
 
     Raises :class:`TooLarge` (413), :class:`EmptyUpload` / :class:`MissingFile` /
-    :class:`BadRequest` (400), :class:`UnsupportedType` (415), or :class:`CsrfFailed`
-    when the form's ``csrf_token`` field, which must come before the file, is wrong.
+    :class:`BadRequest` (400), :class:`UnsupportedType` (415) when its sniffed type
+    is not one of ``allowed``, or :class:`CsrfFailed` when the form's ``csrf_token``
+    field, which must come before the file, is wrong.
     """
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
@@ -210,6 +283,6 @@ async def receive_upload(
             if request.get(CSRF_DEFERRED):
                 # The token must precede the file; never store a file first.
                 raise CsrfFailed()
-            return await _store(part, settings.files_dir / "uploads", limit)
+            return await _store(part, settings.files_dir / "uploads", limit, allowed)
         else:
             await _read_small(part)

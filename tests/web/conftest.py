@@ -7,17 +7,18 @@ import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from herald.db import session_factory
 from herald.demo import load_demo_data
-from herald.models import Assignment, User
+from herald.models import Assignment, Submission, Task, User
 from herald.settings import Settings
 from tests.conftest import make_settings
 from web import create_app
@@ -98,15 +99,25 @@ def upload_form(
     return form
 
 
-def raw_multipart(filename: str, data: bytes) -> tuple[bytes, dict[str, str]]:
+def raw_multipart(
+    filename: str,
+    data: bytes,
+    *,
+    encoded: bool = False,
+    content_type: str = "text/plain",
+) -> tuple[bytes, dict[str, str]]:
     """A multipart body with the filename written as browsers do (aiohttp's client
-    percent-encodes it, which would hide markup from the escaping tests)."""
+    percent-encodes it, which would hide markup from the escaping tests), or with
+    ``encoded`` as RFC 5987 ``filename*``, which carries any character (NUL, newline)."""
     boundary = "herald-test-boundary"
+    name_param = (
+        f"filename*=UTF-8''{quote(filename, safe='')}" if encoded else f'filename="{filename}"'
+    )
     body = (
         (
             f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: text/plain\r\n\r\n"
+            f'Content-Disposition: form-data; name="file"; {name_param}\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
         ).encode()
         + data
         + f"\r\n--{boundary}--\r\n".encode()
@@ -125,3 +136,11 @@ def docx_bytes() -> bytes:
 def uploads_left(settings: Settings) -> list[Path]:
     folder = settings.files_dir / "uploads"
     return sorted(folder.iterdir()) if folder.exists() else []
+
+
+async def assert_nothing_stored(client: Client, demo: Demo) -> None:
+    """No file waits in the upload folder and no submission or task row exists."""
+    assert uploads_left(settings_of(client)) == []
+    async with demo.sessions() as db:
+        assert await db.scalar(select(func.count()).select_from(Submission)) == 0
+        assert await db.scalar(select(func.count()).select_from(Task)) == 0

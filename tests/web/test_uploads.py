@@ -1,7 +1,10 @@
-"""Uploads: streamed, typed by content, permission-checked, atomic, queued."""
+"""Uploads: streamed, typed by content, limited to the assignment's types,
+permission-checked, atomic (nothing half-stored), queued."""
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import pytest
@@ -16,13 +19,15 @@ from tests.web.conftest import (
     Client,
     ClientFactory,
     Demo,
+    assert_nothing_stored,
     docx_bytes,
     login,
+    raw_multipart,
     settings_of,
     upload_form,
     uploads_left,
 )
-from web.uploads import DOCX, sanitize_filename
+from web.uploads import ACCEPTED_TYPES, DOCX, sanitize_filename
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4
 
@@ -223,3 +228,177 @@ async def test_upload_requires_login(client: Client, demo: Demo) -> None:
 def test_sanitize_filename(raw: str | None, expected: str) -> None:
     """Filenames lose directories and control characters and are capped in length."""
     assert sanitize_filename(raw) == expected
+
+
+# A Windows executable: the MZ header and the DOS stub every PE file carries.
+PE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + (
+    b"\x00" * 48 + b"This program cannot be run in DOS mode.\r\r\n$" + bytes(range(256))
+)
+PDF_BYTES = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< >>\n%%EOF\n"
+
+
+@pytest.mark.parametrize("binary", [PE, ELF], ids=["pe", "elf"])
+async def test_binary_labelled_as_pdf_is_415(client: Client, demo: Demo, binary: bytes) -> None:
+    """An executable named essay.pdf and sent as application/pdf is refused by its bytes."""
+    csrf = await login(client, "alice")
+    form = upload_form(binary, "essay.pdf", content_type="application/pdf")
+    response = await _post(client, demo, form, csrf)
+    assert response.status == 415
+    body = await response.json()
+    assert body["error"] == "unsupported_type"
+    assert "PDF" in body["message"]
+    await assert_nothing_stored(client, demo)
+
+
+async def test_real_pdf_named_txt_is_stored_as_pdf(client: Client, demo: Demo) -> None:
+    """A PDF named .txt and sent as text/plain is accepted as the PDF it is."""
+    csrf = await login(client, "alice")
+    form = upload_form(PDF_BYTES, "essay.txt", content_type="text/plain")
+    response = await _post(client, demo, form, csrf)
+    assert response.status == 202
+    async with demo.sessions() as db:
+        submission = await db.get(Submission, (await response.json())["id"])
+    assert submission is not None
+    assert submission.content_type == "application/pdf"
+    assert submission.filename == "essay.txt"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\x.pdf", "x.pdf"),
+        ("/etc/cron.d/evil", "evil"),
+        ("essay\x00.pdf.exe", "essay.pdf.exe"),
+        ("line\nbreak\r.txt", "linebreak.txt"),
+        ("report\u202etxt.exe", "reporttxt.exe"),
+        ("..", "upload"),
+    ],
+)
+async def test_hostile_filenames_are_stored_sanitised(
+    client: Client, demo: Demo, raw: str, expected: str
+) -> None:
+    """Traversal and control-character names are kept only as a clean display name; the
+    file itself lands under a random name in the upload folder, whatever the name said."""
+    csrf = await login(client, "alice")
+    body, headers = raw_multipart(raw, b"essay text", encoded=True)
+    response = await client.post(
+        f"/api/assignments/{demo.assignment_id}/submissions",
+        data=body,
+        headers={"X-CSRF-Token": csrf, **headers},
+    )
+    assert response.status == 202, await response.text()
+    async with demo.sessions() as db:
+        submission = await db.get(Submission, (await response.json())["id"])
+    assert submission is not None
+    assert submission.filename == expected
+    stored = Path(submission.upload_path)
+    folder = settings_of(client).files_dir / "uploads"
+    assert stored.parent == folder
+    assert re.fullmatch(r"[0-9a-f]{32}\.upload", stored.name)
+    assert uploads_left(settings_of(client)) == [stored]
+
+
+async def test_each_rejection_leaves_nothing_behind(make_client: ClientFactory, demo: Demo) -> None:
+    """Oversized, empty, mistyped, forged and misordered uploads all store no file and no row."""
+    client = await make_client(HERALD_MAX_UPLOAD_BYTES="1000")
+    csrf = await login(client, "alice")
+    header = {"X-CSRF-Token": csrf}
+    refusals = [
+        (upload_form(b"a" * 1001), header, 413, "too_large"),
+        (upload_form(b"a" * 50_000), header, 413, "too_large"),
+        (upload_form(b""), header, 400, "empty"),
+        (upload_form(ELF[:200], "essay.pdf"), header, 415, "unsupported_type"),
+        (upload_form(b"text", csrf="forged"), {}, 403, "csrf_failed"),
+    ]
+    for form, headers, status, code in refusals:
+        response = await client.post(
+            f"/api/assignments/{demo.assignment_id}/submissions", data=form, headers=headers
+        )
+        assert response.status == status, code
+        assert (await response.json())["error"] == code
+        await assert_nothing_stored(client, demo)
+
+    # The right token, but after the file: refused before the file is stored.
+    form = FormData()
+    form.add_field("file", io.BytesIO(b"text"), filename="essay.txt")
+    form.add_field("csrf_token", csrf)
+    response = await client.post(f"/api/assignments/{demo.assignment_id}/submissions", data=form)
+    assert response.status == 403
+    await assert_nothing_stored(client, demo)
+
+    # A body cut off mid-file.
+    body, headers = raw_multipart("essay.txt", b"text")
+    response = await client.post(
+        f"/api/assignments/{demo.assignment_id}/submissions",
+        data=body[:-20],
+        headers={"X-CSRF-Token": csrf, **headers},
+    )
+    assert response.status == 400
+    await assert_nothing_stored(client, demo)
+
+
+async def _restrict(demo: Demo, allowed: list[str] | None) -> None:
+    async with demo.sessions.begin() as db:
+        assignment = await db.get(Assignment, demo.assignment_id)
+        assert assignment is not None
+        assignment.allowed_types = allowed
+
+
+async def test_assignment_types_narrow_what_is_accepted(client: Client, demo: Demo) -> None:
+    """An assignment taking only PDF refuses text (415, naming PDF) and takes a PDF."""
+    await _restrict(demo, ["application/pdf"])
+    csrf = await login(client, "alice")
+    response = await _post(client, demo, upload_form(b"plain essay", "essay.pdf"), csrf)
+    assert response.status == 415
+    body = await response.json()
+    assert body == {
+        "error": "unsupported_type",
+        "message": "That kind of file is not accepted here: upload PDF.",
+    }
+    await assert_nothing_stored(client, demo)
+    response = await _post(client, demo, upload_form(PDF_BYTES, "essay.pdf"), csrf)
+    assert response.status == 202
+
+
+async def test_assignment_types_list_every_accepted_type_in_the_refusal(
+    client: Client, demo: Demo
+) -> None:
+    """The 415 names each accepted type; types the site cannot recognise are ignored."""
+    await _restrict(demo, ["image/png", "application/pdf", "application/x-msdownload"])
+    csrf = await login(client, "alice")
+    response = await _post(client, demo, upload_form(docx_bytes(), "essay.docx"), csrf)
+    assert response.status == 415
+    assert (await response.json())["message"].endswith("upload PDF or PNG.")
+    assignments = await (await client.get("/api/assignments")).json()
+    assert assignments[0]["accepts"] == ["application/pdf", "image/png"]
+
+
+async def test_markdown_counts_as_text_where_text_is_taken(client: Client, demo: Demo) -> None:
+    """An assignment taking plain text takes a .md file as text/plain."""
+    await _restrict(demo, ["text/plain"])
+    csrf = await login(client, "alice")
+    response = await _post(client, demo, upload_form(b"# Essay\n", "essay.md"), csrf)
+    assert response.status == 202
+    async with demo.sessions() as db:
+        submission = await db.get(Submission, (await response.json())["id"])
+    assert submission is not None
+    assert submission.content_type == "text/plain"
+
+
+async def test_default_assignment_takes_every_site_type(client: Client, demo: Demo) -> None:
+    """Without a list the assignment takes the site-wide set, and the API says so."""
+    await login(client, "alice")
+    assignments = await (await client.get("/api/assignments")).json()
+    assert assignments[0]["accepts"] == list(ACCEPTED_TYPES)
+
+
+async def test_upload_form_shows_what_is_accepted(client: Client, demo: Demo) -> None:
+    """The upload form names the accepted types and hints them to the file picker."""
+    await login(client, "alice")
+    html = await (await client.get(f"/assignments/{demo.assignment_id}")).text()
+    assert "Accepted: PDF, Word (.docx), plain text, Markdown, PNG or JPEG." in html
+    await _restrict(demo, ["application/pdf"])
+    html = await (await client.get(f"/assignments/{demo.assignment_id}")).text()
+    assert "Accepted: PDF." in html
+    assert 'accept=".pdf"' in html
