@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy import select
@@ -29,7 +28,7 @@ from web.queries import (
     recent_submissions,
     submission_state,
 )
-from web.render import render
+from web.render import local_path, render
 from web.submissions import accept_submission
 from web.uploads import accepted_types, describe_types, picker_hint
 
@@ -42,14 +41,7 @@ MAX_FIELD: Final = 200
 
 def safe_next(raw: str | None) -> str:
     """The ``?next=`` target if it is a path on this site, else ``/`` (no open redirect)."""
-    if not raw or len(raw) > 2000 or not raw.startswith("/") or raw.startswith("//"):
-        return "/"
-    if "\\" in raw or any(ord(ch) < 0x20 for ch in raw):
-        return "/"
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return raw
+    return local_path(raw) or "/"
 
 
 def _see_other(location: str) -> web.Response:

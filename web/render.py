@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -14,7 +15,7 @@ from sqlalchemy import or_, select
 from herald.models import Message, MessageKind, User, utcnow
 from web.keys import DB, SESSION, USER
 
-__all__ = ["environment", "render", "render_error"]
+__all__ = ["environment", "local_path", "render", "render_error"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 FLASH_LIMIT = 5
@@ -37,6 +38,19 @@ def _filesize(value: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def local_path(raw: str | None) -> str | None:
+    """``raw`` if it is a path on this site, else ``None``: no other scheme (``javascript:``),
+    no other host (``//evil``, or ``/\\evil``, which browsers read the same way)."""
+    if not raw or len(raw) > 2000 or not raw.startswith("/") or raw.startswith("//"):
+        return None
+    if "\\" in raw or any(ord(ch) < 0x20 for ch in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return None
+    return raw
+
+
 @cache
 def environment() -> Environment:
     """The template environment (built once; autoescape on for every template)."""
@@ -49,6 +63,8 @@ def environment() -> Environment:
     )
     env.filters["datetime"] = _datetime
     env.filters["filesize"] = _filesize
+    # Autoescaping keeps text out of markup, not a javascript: URL out of an href.
+    env.filters["local_path"] = local_path
     return env
 
 

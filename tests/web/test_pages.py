@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from herald.models import Assignment, Course, Message, MessageKind, User
 from tests.web.conftest import (
     Client,
     Demo,
@@ -13,6 +14,7 @@ from tests.web.conftest import (
     upload_form,
     uploads_left,
 )
+from web.app import STATIC_DIR
 
 
 def _csrf_from(html: str) -> str:
@@ -182,3 +184,80 @@ async def test_pages_have_no_inline_scripts(client: Client, demo: Demo) -> None:
         for tag in re.findall(r"<script[^>]*>", html):
             assert 'src="/static/' in tag
         assert "<script>" not in html
+
+
+PAYLOAD = "<script>alert(1)</script>\"onerror=alert(1) x='"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;onerror=alert(1) x=&#39;"
+
+
+def _assert_escaped(html: str, where: str) -> None:
+    assert ESCAPED in html, where
+    assert "<script>alert" not in html, where
+    assert '"onerror=' not in html, where
+    assert "javascript:" not in html, where
+
+
+async def test_user_text_is_escaped_on_every_page(client: Client, demo: Demo) -> None:
+    """Markup in a display name, a filename, a flash message, a course and an assignment
+    comes out as text on every page that shows it, and a javascript: link is dropped."""
+    async with demo.sessions.begin() as db:
+        for username in ("alice", "mark"):
+            user = await db.get(User, demo.users[username].id)
+            assert user is not None
+            user.display_name = f"{username} {PAYLOAD}"
+        assignment = await db.get(Assignment, demo.assignment_id)
+        assert assignment is not None
+        assignment.title = f"Essay {PAYLOAD}"
+        assignment.description = PAYLOAD
+        course = await db.get(Course, assignment.course_id)
+        assert course is not None
+        course.title = PAYLOAD
+        for user_id in (demo.users["alice"].id, demo.users["mark"].id):
+            db.add_all(
+                [
+                    Message(user_id=user_id, kind=MessageKind.FLASH, text=PAYLOAD),
+                    Message(
+                        user_id=user_id,
+                        kind=MessageKind.FLASH,
+                        text="Open this",
+                        link="javascript:alert(1)",
+                    ),
+                    Message(
+                        user_id=user_id, kind=MessageKind.FLASH, text="Off-site", link="/\\evil"
+                    ),
+                    Message(user_id=user_id, kind=MessageKind.FLASH, text="Here", link="/?a=1&b=2"),
+                ]
+            )
+    csrf = await login(client, "alice")
+    body, headers = raw_multipart(f"{PAYLOAD}.txt", b"text", encoded=True)
+    response = await client.post(
+        f"/api/assignments/{demo.assignment_id}/submissions",
+        data=body,
+        headers={"X-CSRF-Token": csrf, **headers},
+    )
+    assert response.status == 202
+    submission_url = (await response.json())["url"]
+
+    pages = ("/", f"/assignments/{demo.assignment_id}", submission_url)
+    for username in ("alice", "mark"):
+        await login(client, username)
+        for path in pages:
+            html = await (await client.get(path)).text()
+            _assert_escaped(html, f"{username} {path}")
+            assert 'href="/?a=1&amp;b=2"' in html
+            assert 'href="/\\evil"' not in html
+
+    # The sign-in form re-shows a typed username as text too.
+    await client.post("/logout", data={"csrf_token": await login(client, "alice")})
+    response = await client.post("/login", data={"username": PAYLOAD, "password": "x"})
+    _assert_escaped(await response.text(), "login")
+
+
+def test_page_scripts_never_write_html() -> None:
+    """The page JS puts data into the DOM as text and attributes only, never as markup."""
+    for script in STATIC_DIR.glob("*.js"):
+        source = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            # The header comment names innerHTML to forbid it.
+            uses = source.count(sink) - (1 if sink == "innerHTML" else 0)
+            assert uses == 0, f"{script.name} uses {sink}"

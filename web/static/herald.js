@@ -388,7 +388,9 @@
     var item = document.createElement("p");
     item.className = "flash flash-" + cssToken(data.level || "info");
     item.textContent = data.text;
-    if (typeof data.link === "string" && data.link.charAt(0) === "/" && data.link.charAt(1) !== "/") {
+    // Local paths only, as the server's local_path filter: browsers drop tabs and
+    // newlines from URLs and read "/\host" as "//host", another site.
+    if (typeof data.link === "string" && /^\/(?![\/\\])[^\\\u0000-\u001f]*$/.test(data.link)) {
       var link = document.createElement("a");
       link.href = data.link;
       link.textContent = "Open";
