@@ -125,6 +125,13 @@ def wamp_session_key(wamp_session_id: int) -> str:
     return f"{KEY_PREFIX}wamp-session:{wamp_session_id}"
 
 
+def login_failures_key(counter: str) -> str:
+    """Failed sign-ins of one ``account:{username digest}`` or ``address:{bucket}``
+    (web.ratelimit). One hash tag for all: the limiter's script touches two at once,
+    which Redis Cluster allows only within one slot."""
+    return f"{KEY_PREFIX}{{login-failures}}:{counter}"
+
+
 # Pub/sub channel announcing sign-outs and access changes to every router-auth
 # process (herald.access_events); it carries ids only, never tokens.
 ACCESS_EVENTS_CHANNEL = f"{KEY_PREFIX}access-events"

@@ -105,11 +105,14 @@ def check_csrf(request: web.Request, supplied: str | None) -> None:
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every state-changing request made with a session cookie must prove it came from us."""
     request[CSRF_DEFERRED] = False
-    if (
-        request.method in UNSAFE_METHODS
-        and request.get(SESSION) is not None
-        and (request.method, request.path) not in CSRF_EXEMPT
-    ):
+    if (request.method, request.path) in CSRF_EXEMPT:
+        # Sign-in has no session to hold a token yet, but a foreign page must not sign
+        # a victim into the attacker's account (login CSRF): browsers send Origin on
+        # every cross-site POST, and it must be one of ours. Without one, it is not a browser.
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in request.app[SETTINGS].allowed_origins:
+            raise CsrfFailed()
+    elif request.method in UNSAFE_METHODS and request.get(SESSION) is not None:
         supplied = request.headers.get(CSRF_HEADER)
         if supplied is None and request.content_type == "application/x-www-form-urlencoded":
             value = (await request.post()).get(CSRF_FIELD)

@@ -20,15 +20,12 @@ from typing import Final
 
 from redis.asyncio import Redis
 
-from herald.names import KEY_PREFIX
+from herald import names
 from herald.settings import Settings
 from web.errors import TooManyAttempts
 
 __all__ = ["LoginLimiter", "address_bucket"]
 
-# One hash tag for every counter: the script touches two of them at once, which
-# Redis Cluster allows only within one slot.
-_KEY_BASE: Final = f"{KEY_PREFIX}{{login-failures}}:"
 # Anyone holding one IPv6 address usually holds the whole /64 around it.
 _IPV6_PREFIX: Final = 64
 
@@ -66,12 +63,13 @@ return 0
 
 def account_key(username: str) -> str:
     """The failure counter of a username (hashed: any string a client sends fits)."""
-    return _KEY_BASE + "account:" + hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()
+    digest = hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()
+    return names.login_failures_key(f"account:{digest}")
 
 
 def address_key(bucket: str) -> str:
     """The failure counter of a client address bucket (see :func:`address_bucket`)."""
-    return _KEY_BASE + "address:" + bucket
+    return names.login_failures_key(f"address:{bucket}")
 
 
 def address_bucket(remote: str | None) -> str:

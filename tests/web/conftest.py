@@ -56,7 +56,9 @@ async def make_client(
 
     async def factory(**overrides: str) -> Client:
         settings = make_settings(tmp_path, redis_server, database_url, **overrides)
-        client = TestClient(TestServer(create_app(settings)))
+        # On the port the settings name, so the page's Origin is one the app allows.
+        server = TestServer(create_app(settings), host="127.0.0.1", port=settings.web_port)
+        client = TestClient(server)
         await client.start_server()
         clients.append(client)
         return client

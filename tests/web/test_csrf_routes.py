@@ -15,6 +15,7 @@ from herald.settings import Settings
 from tests.web.conftest import Client, Demo, assert_nothing_stored, login
 from web import create_app
 from web.auth import CSRF_EXEMPT, UNSAFE_METHODS
+from web.keys import SETTINGS
 
 SIGN_IN = {("POST", "/api/session"), ("POST", "/login")}
 WRONG = "forged-token"
@@ -110,3 +111,22 @@ async def test_the_right_token_gets_past_csrf(
     kwargs = _multipart(csrf) if "submi" in canonical else _form(csrf)
     response = await client.request(method, url, allow_redirects=False, **kwargs)
     assert response.status != 403, (method, url, await response.text())
+
+
+async def test_sign_in_from_a_foreign_page_is_refused(client: Client, demo: Demo) -> None:
+    """Login CSRF: a cross-site form or fetch cannot sign the browser into any account;
+    our own pages (an allowed Origin) and non-browser clients (no Origin) can."""
+    credentials = {"username": "alice", "password": "demo"}
+    for origin in ("http://evil.test", "null"):
+        api = await client.post("/api/session", json=credentials, headers={"Origin": origin})
+        assert api.status == 403
+        assert (await api.json())["error"] == "csrf_failed"
+        form = await client.post(
+            "/login", data=credentials, headers={"Origin": origin}, allow_redirects=False
+        )
+        assert form.status == 403
+        assert "herald_session" not in form.cookies
+    (own, *_others) = client.server.app[SETTINGS].allowed_origins
+    signed_in = await client.post("/api/session", json=credentials, headers={"Origin": own})
+    assert signed_in.status == 200
+    assert (await client.post("/api/session", json=credentials)).status == 200
