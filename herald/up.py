@@ -58,6 +58,10 @@ def run_up(settings: Settings, environ: Mapping[str, str], workers: int = 1) -> 
     supervisor = Supervisor(settings, env, log_dir=settings.var_dir / "logs")
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Only the first signal stops: a second one (Ctrl-C pressed twice, a wrapper
+        # forwarding SIGTERM) must not break into the shutdown the first began.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_signal)
