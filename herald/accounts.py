@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.access_events import AccessEvent, AccessEventKind, announce
@@ -59,13 +59,7 @@ class Accounts:
     async def enrol(self, username: str, course_code: str, role: CourseRole) -> None:
         """Enrol in a course with ``role``, or change the role of an existing enrolment."""
         async with self.sessions.begin() as db:
-            user = await _user(db, username)
-            course = await _course(db, course_code)
-            enrolment = await db.scalar(
-                select(Enrolment).where(
-                    Enrolment.user_id == user.id, Enrolment.course_id == course.id
-                )
-            )
+            user, course, enrolment = await _enrolment(db, username, course_code)
             previous = enrolment.role if enrolment is not None else None
             if enrolment is None:
                 db.add(Enrolment(user_id=user.id, course_id=course.id, role=role))
@@ -78,15 +72,10 @@ class Accounts:
 
     async def unenrol(self, username: str, course_code: str) -> None:
         async with self.sessions.begin() as db:
-            user = await _user(db, username)
-            course = await _course(db, course_code)
-            removed = await db.execute(
-                delete(Enrolment).where(
-                    Enrolment.user_id == user.id, Enrolment.course_id == course.id
-                )
-            )
-            if removed.rowcount == 0:  # type: ignore[attr-defined]
+            user, _course, enrolment = await _enrolment(db, username, course_code)
+            if enrolment is None:
                 raise AccountError(f"{username!r} is not enrolled in {course_code!r}")
+            await db.delete(enrolment)
             user_id = user.id
         await self._access_changed(user_id)
 
@@ -106,3 +95,14 @@ async def _course(db: AsyncSession, code: str) -> Course:
     if course is None:
         raise AccountError(f"no course with code {code!r}")
     return course
+
+
+async def _enrolment(
+    db: AsyncSession, username: str, course_code: str
+) -> tuple[User, Course, Enrolment | None]:
+    user = await _user(db, username)
+    course = await _course(db, course_code)
+    enrolment = await db.scalar(
+        select(Enrolment).where(Enrolment.user_id == user.id, Enrolment.course_id == course.id)
+    )
+    return user, course, enrolment

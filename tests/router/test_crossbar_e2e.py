@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
@@ -14,19 +12,10 @@ from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from herald import names
 from herald.events import EventPublisher
 from herald.names import EventType
-from tests.router.e2e import Stack, backend_stack
+from tests.router.e2e import Stack
 from tests.wamp_client import JoinRefused, close_browser, connect_browser
 
 NOT_AUTHORIZED = "wamp.error.not_authorized"
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: str
-) -> AsyncIterator[Stack]:
-    root: Path = tmp_path_factory.mktemp("router-e2e")
-    async with backend_stack(root, redis_server) as running:
-        yield running
 
 
 async def _refused_subscribe(session: object, topic: str, **options: str) -> str:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
@@ -15,21 +13,12 @@ from autobahn.wamp.exception import ApplicationError
 from herald import names
 from herald.models import CourseRole
 from herald.sessions import SessionStore
-from tests.router.e2e import Stack, backend_stack
+from tests.router.e2e import Stack
 from tests.support import eventually
 from tests.wamp_client import BrowserSession, JoinRefused, close_browser, connect_browser
 
 KILL_TIMEOUT = 10.0
 DEMO_COURSE = "DEMO101"
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: str
-) -> AsyncIterator[Stack]:
-    root: Path = tmp_path_factory.mktemp("revocation-e2e")
-    async with backend_stack(root, redis_server) as running:
-        yield running
 
 
 async def _join(stack: Stack, web: object) -> BrowserSession:
