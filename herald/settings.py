@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -73,6 +73,26 @@ def _bool(name: str, raw: str) -> bool:
 
 
 MIN_SECRET_DISTINCT_CHARS = 10
+MIN_SECRET_LENGTH = 16
+
+
+def _webhook_secret(url: str | None, secret: str | None) -> str | None:
+    """The admin webhook's signing secret: required, long and random once its URL is set."""
+    if url is None:
+        return secret
+    # The receiver trusts a record only through its signature, so a guessable key
+    # would let anyone post grades and submissions to the admin system.
+    if (
+        not secret
+        or len(secret) < MIN_SECRET_LENGTH
+        or len(set(secret)) < MIN_SECRET_DISTINCT_CHARS
+    ):
+        raise SettingsError(
+            "HERALD_ADMIN_WEBHOOK_SECRET must be set to a random string of at least "
+            f"{MIN_SECRET_LENGTH} characters when HERALD_ADMIN_WEBHOOK_URL is set "
+            "(the admin system verifies each POST with it; e.g. `openssl rand -base64 32`)"
+        )
+    return secret
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,9 @@ class Settings:
     clamd_url: str | None = None
     plagiarism_url: str | None = None
     admin_webhook_url: str | None = None
+    # HMAC-SHA256 key that signs every POST to the admin webhook; required with its URL.
+    # Kept out of repr so a logged Settings never shows it.
+    admin_webhook_secret: str | None = field(default=None, repr=False)
     smtp_url: str | None = None
     worker_concurrency: int = 4
     # The zone queue windows ("Mon-Fri 18:00-08:00") are read in.
@@ -177,6 +200,9 @@ class Settings:
             f"ws://{router_host}:{router_port}/ws",
             lambda n, v: _url(n, v, ("ws", "wss")),
         )
+        admin_webhook_url = get(
+            "HERALD_ADMIN_WEBHOOK_URL", None, lambda n, v: _url(n, v, ("http", "https"))
+        )
         default_origins = (f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}")
         origins_raw = env.get("HERALD_ALLOWED_ORIGINS")
         origins = (
@@ -222,8 +248,9 @@ class Settings:
             plagiarism_url=get(
                 "HERALD_PLAGIARISM_URL", None, lambda n, v: _url(n, v, ("http", "https"))
             ),
-            admin_webhook_url=get(
-                "HERALD_ADMIN_WEBHOOK_URL", None, lambda n, v: _url(n, v, ("http", "https"))
+            admin_webhook_url=admin_webhook_url,
+            admin_webhook_secret=_webhook_secret(
+                admin_webhook_url, env.get("HERALD_ADMIN_WEBHOOK_SECRET") or None
             ),
             smtp_url=get("HERALD_SMTP_URL", None, lambda n, v: _url(n, v, ("smtp", "smtps"))),
             worker_concurrency=get(

@@ -99,3 +99,34 @@ def test_bad_proxy_and_limit_values_fail_clearly(name: str, value: str, message:
     with pytest.raises(SettingsError, match="^" + name) as raised:
         Settings.from_env({name: value})
     assert message in str(raised.value)
+
+
+WEBHOOK = "https://admin.example.ac.uk/herald/records"
+
+
+def test_admin_webhook_secret_is_read_and_kept_out_of_repr() -> None:
+    """With the webhook URL set, its signing secret is taken and never shown in a repr."""
+    secret = "k3Jd9-xQ2v_Lm8pZr4Tw"
+    settings = Settings.from_env(
+        {"HERALD_ADMIN_WEBHOOK_URL": WEBHOOK, "HERALD_ADMIN_WEBHOOK_SECRET": secret}
+    )
+    assert (settings.admin_webhook_url, settings.admin_webhook_secret) == (WEBHOOK, secret)
+    assert secret not in repr(settings)
+
+
+def test_admin_webhook_secret_is_optional_without_the_url() -> None:
+    """Without a webhook URL the step is skipped, so no secret is needed."""
+    settings = Settings.from_env({})
+    assert settings.admin_webhook_url is None and settings.admin_webhook_secret is None
+
+
+@pytest.mark.parametrize("secret", [None, "", "short-secret", "x" * 40, "changeme-changeme"])
+def test_admin_webhook_url_requires_a_strong_secret(secret: str | None) -> None:
+    """A webhook URL with a missing, short or placeholder secret is refused at start-up."""
+    env = {"HERALD_ADMIN_WEBHOOK_URL": WEBHOOK}
+    if secret is not None:
+        env["HERALD_ADMIN_WEBHOOK_SECRET"] = secret
+    with pytest.raises(SettingsError, match=r"^HERALD_ADMIN_WEBHOOK_SECRET") as raised:
+        Settings.from_env(env)
+    assert "at least 16 characters" in str(raised.value)
+    assert "HERALD_ADMIN_WEBHOOK_URL is set" in str(raised.value)
