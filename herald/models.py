@@ -35,6 +35,7 @@ __all__ = [
     "MessageKind",
     "QueueSetting",
     "Submission",
+    "SubmissionFingerprint",
     "SubmissionStatus",
     "Task",
     "TaskEvent",
@@ -218,6 +219,33 @@ class Submission(Base):
     tasks: Mapped[list[Task]] = relationship(
         back_populates="submission", order_by="Task.step_index"
     )
+
+
+class SubmissionFingerprint(Base):
+    """One winnowed fingerprint of a submission's text (see ``workers.similarity``).
+
+    Each distinct hash is kept once per submission, so a re-run stores the same
+    rows. ``assignment_id`` is copied from the submission so that finding the
+    other submissions of an assignment that share a hash is one index range:
+    (assignment_id, hash) with submission_id on the end, which the similarity
+    query reads without touching the table.
+    """
+
+    __tablename__ = "submission_fingerprints"
+    __table_args__ = (
+        Index(
+            "ix_submission_fingerprints_assignment_hash", "assignment_id", "hash", "submission_id"
+        ),
+    )
+
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # A 64-bit hash read as a signed integer, so it fits BIGINT on every backend.
+    hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"))
+    # The first word of the k-gram's first occurrence: where a matched passage starts.
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class Task(Base):
