@@ -23,6 +23,7 @@ import subprocess
 import sys
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -243,7 +244,15 @@ def _read_head(source: Path) -> str:
 def _docx_head(source: Path) -> str:
     try:
         text, _ = extract_text(source, DOCX)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, ElementTree.ParseError) as exc:
+    # Corrupt members surface as zlib.error (bad deflate data) or BadZipFile (bad CRC).
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        ValueError,
+        OSError,
+        ElementTree.ParseError,
+    ) as exc:
         raise ThumbnailError(f"the Word document cannot be read ({exc})") from None
     return text[:TEXT_HEAD_CHARS]
 

@@ -100,6 +100,15 @@ def _docx(paragraphs: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+def _corrupt_docx() -> bytes:
+    """A Word file whose document.xml has damaged deflate data; the zip directory is intact."""
+    data = bytearray(_docx(["hello world"] * 200))
+    start = data.index(b"word/document.xml") + len(b"word/document.xml")
+    for index in range(start + 5, start + 40):
+        data[index] ^= 0xFF
+    return bytes(data)
+
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that claims ``width``×``height`` pixels and carries almost no data."""
 
@@ -431,6 +440,8 @@ def test_docx_thumbnail_shows_its_opening_text(tmp_path: Path) -> None:
     [
         pytest.param(b"PK\x03\x04 not really a zip", id="bad-zip"),
         pytest.param(_docx([]).replace(b"word/document.xml", b"word/elsewhere.xml"), id="no-body"),
+        pytest.param(_corrupt_docx(), id="bad-deflate"),
+        pytest.param(_docx(["<unclosed"]), id="bad-xml"),
     ],
 )
 def test_unreadable_docx_is_a_thumbnail_error(tmp_path: Path, content: bytes) -> None:
