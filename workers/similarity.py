@@ -23,6 +23,7 @@ Typical use by a step handler::
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections import deque
@@ -32,7 +33,6 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 
 from herald.models import Submission, SubmissionFingerprint
 
@@ -63,11 +63,13 @@ K = 5
 W = 6
 GUARANTEE = W + K - 1
 
-# Progress comes from comparing the hash space slice by slice: each slice is one
-# grouped query, so the work per query stays bounded however large the text.
-SLICES = 10
-_SIGNED_MIN = -(2**63)
-_SPAN = 2**64
+# The comparison looks this submission's hashes up in batches: each batch is one
+# grouped query of index seeks on (assignment_id, hash), and batches give progress.
+# A batch holds at most MAX_BATCH hashes, well under every driver's limit on bound
+# parameters (SQLite's was 999 before 3.32), and there are at least PROGRESS_STEPS
+# batches when there are that many hashes.
+MAX_BATCH = 500
+PROGRESS_STEPS = 10
 
 _WORD = re.compile(r"\w+")
 
@@ -204,15 +206,6 @@ async def store_fingerprint(
     return len(rows)
 
 
-def _slice_bounds(index: int) -> tuple[int, int | None]:
-    """The half-open signed hash range [low, high) of slice ``index`` of :data:`SLICES`;
-    the last has no upper bound (2**63 itself would overflow a BIGINT parameter)."""
-    low = _SIGNED_MIN + _SPAN * index // SLICES
-    if index == SLICES - 1:
-        return low, None
-    return low, _SIGNED_MIN + _SPAN * (index + 1) // SLICES
-
-
 async def compare_with_earlier(
     sessions: async_sessionmaker[AsyncSession],
     submission_id: int,
@@ -227,21 +220,22 @@ async def compare_with_earlier(
     "Earlier" means every other submission of the assignment fingerprinted so far,
     except the same student's own: a student resubmitting an improved draft is not
     copying. A re-run may therefore see submissions stored since its first run.
-    The submission's fingerprint must be stored first (:func:`store_fingerprint`):
-    the matching is a join of its rows with the assignment's on the
-    (assignment_id, hash) index, grouped by submission, one hash slice at a time.
+    The submission's fingerprint must be stored first (:func:`store_fingerprint`);
+    its hashes are looked up on the (assignment_id, hash) index in batches, each
+    one query grouped by submission, so the cost follows this text's size and the
+    number of matching rows, not the size of the assignment.
     """
-    mine = aliased(SubmissionFingerprint)
-    other = aliased(SubmissionFingerprint)
+    stored = SubmissionFingerprint
     own_submissions = select(Submission.id).where(
         Submission.assignment_id == assignment_id, Submission.student_id == student_id
     )
     shared: dict[int, int] = {}
     async with sessions() as db:
-        total = await db.scalar(
-            select(func.count())
-            .select_from(SubmissionFingerprint)
-            .where(SubmissionFingerprint.submission_id == submission_id)
+        # Sorted, so each batch reads one neighbourhood of the index.
+        mine = sorted(
+            (
+                await db.scalars(select(stored.hash).where(stored.submission_id == submission_id))
+            ).all()
         )
         compared = await db.scalar(
             select(func.count())
@@ -249,38 +243,34 @@ async def compare_with_earlier(
             .where(
                 Submission.assignment_id == assignment_id,
                 Submission.student_id != student_id,
-                select(SubmissionFingerprint.submission_id)
-                .where(SubmissionFingerprint.submission_id == Submission.id)
-                .exists(),
+                select(stored.submission_id).where(stored.submission_id == Submission.id).exists(),
             )
         )
-        for index in range(SLICES if total and compared else 0):
-            low, high = _slice_bounds(index)
-            in_slice = mine.hash >= low if high is None else mine.hash.between(low, high - 1)
+        size = min(MAX_BATCH, max(1, math.ceil(len(mine) / PROGRESS_STEPS)))
+        batches = [mine[i : i + size] for i in range(0, len(mine), size)] if compared else []
+        # Driving the lookup from these hashes (IN, not a join) keeps every database
+        # on index seeks: given a join, SQLite chose to scan the assignment's rows.
+        for done, batch in enumerate(batches, 1):
             query = (
-                select(other.submission_id, func.count())
-                .select_from(mine)
-                .join(
-                    other,
-                    (other.assignment_id == assignment_id) & (other.hash == mine.hash),
-                )
+                select(stored.submission_id, func.count())
                 .where(
-                    mine.submission_id == submission_id,
-                    in_slice,
-                    other.submission_id.not_in(own_submissions),
+                    stored.assignment_id == assignment_id,
+                    stored.hash.in_(batch),
+                    stored.submission_id.not_in(own_submissions),
                 )
-                .group_by(other.submission_id)
+                .group_by(stored.submission_id)
             )
             for candidate, count in await db.execute(query):
                 shared[candidate] = shared.get(candidate, 0) + count
             if progress is not None:
                 await progress(
-                    100.0 * (index + 1) / SLICES,
+                    100.0 * done / len(batches),
                     f"compared with {compared} earlier submission{'s' if compared != 1 else ''}",
                 )
+    total = len(mine)
     best = sorted(shared.items(), key=lambda item: (-item[1], item[0]))[:top]
     return SimilarityReport(
-        fingerprints=total or 0,
+        fingerprints=total,
         compared=compared or 0,
-        matches=tuple(SimilarMatch(sid, _percent(n, total or 0), n) for sid, n in best),
+        matches=tuple(SimilarMatch(sid, _percent(n, total), n) for sid, n in best),
     )

@@ -30,6 +30,7 @@ from herald.models import (
 )
 from workers.similarity import (
     GUARANTEE,
+    MAX_BATCH,
     K,
     W,
     _winnow,
@@ -449,6 +450,23 @@ async def test_compare_with_earlier_ranks_other_students_in_the_same_assignment(
     everyone = await compare_with_earlier(sessions, new, ids["a1"], ids["ann"], top=10)
     unrelated = [m for m in everyone.matches if m.submission_id not in {edited, partial}]
     assert all(m.percent < 5.0 for m in unrelated)
+
+
+async def test_long_texts_compare_in_the_database_as_in_memory(engine: AsyncEngine) -> None:
+    """Texts long enough for full-size lookup batches score in the database exactly as
+    the in-memory comparison scores them."""
+    sessions = session_factory(engine)
+    ids = await _world(sessions)
+    source = essay(60, paragraphs=400)
+    assert len(fingerprint(render(source))) > 10 * MAX_BATCH
+    copy = render(source[:150]) + lightly_edited(source[150:], 3)
+    earlier = await _submit(sessions, ids["a1"], ids["ben"], render(source))
+    new = await _submit(sessions, ids["a1"], ids["ann"], copy)
+    report = await compare_with_earlier(sessions, new, ids["a1"], ids["ann"])
+    expected = similarity(fingerprint(copy), fingerprint(render(source)))
+    assert [(m.submission_id, m.percent, m.shared) for m in report.matches] == [
+        (earlier, *expected)
+    ]
 
 
 async def test_store_is_idempotent_and_replaces(engine: AsyncEngine) -> None:
