@@ -72,15 +72,20 @@ class KindHooks:
         them in Redis before the run's own job leaves it)."""
         return ()
 
-    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
-        """A run failed for good (``reason`` says why) or was cancelled."""
+    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> list[Job]:
+        """A run failed for good (``reason`` says why) or was cancelled; returns the
+        jobs of follow-up tasks it queued in ``conn`` (e.g. a pipeline that goes on)."""
+        return []
 
     async def after_settled(
         self, run: TaskRun, outcome: Outcome | None, services: Services
     ) -> None:
-        """A run's end (done, failed, cancelled: ``run.status`` says which) is committed;
-        also called when a claimed job's task was already finished (``outcome`` None),
-        so whatever follows it is sure to be queued."""
+        """A run's end (done, failed, cancelled: ``run.status`` says which) is committed.
+        ``outcome`` is the handler's, for a run that finished; ``None`` otherwise."""
+
+    async def after_recovered(self, run: TaskRun, services: Services) -> None:
+        """A claimed job's task had already finished (a crash between the DB and Redis
+        parts of its settle): make sure whatever follows it is queued."""
 
     def on_retried(self, conn: Connection, task_id: int) -> None:
         """An operator put a failed or cancelled task back on its queue."""

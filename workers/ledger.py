@@ -230,10 +230,12 @@ def settle_runs(
             ],
             now,
         )
-    for item in applied:
+    # Hooks may lock their parent rows (a submission): in one order everywhere, so two
+    # batches settling steps of the same submissions cannot deadlock.
+    for item in sorted(applied, key=lambda item: (item.run.submission_id or 0, item.run.id)):
         hooks = item.run.spec.hooks
         if item.status == TaskStatus.DONE:
             item.follow_ups = list(hooks.on_done(conn, item.run, item.outcome or Outcome()))
         elif item.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            hooks.on_ended(conn, item.run, item.detail or str(item.status))
+            item.follow_ups = list(hooks.on_ended(conn, item.run, item.detail or str(item.status)))
     return others

@@ -1,8 +1,11 @@
-"""The submission pipeline: which steps run, in which order, on which queue.
+"""The submission pipeline: which steps run, after which others, on which queue.
 
+The steps form a graph: a step runs once every step it comes ``after`` has
+settled (done, skipped, or failed for good if that step is not essential), so
+steps with the same prerequisites run side by side on whatever workers are free.
 Each step is its own task (a DB row and a queue job). Only the first step is
-queued at upload; when a step finishes, the worker queues the next one in the
-same DB transaction that records the finish.
+queued at upload; when a step settles, the worker queues every step it unblocked
+in the same DB transaction that records the settle.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from herald.models import (
 )
 
 __all__ = [
+    "STEP_INDEX",
     "SUBMISSION_STEPS",
     "PipelineStep",
     "StepLike",
+    "check_graph",
     "overall_progress",
+    "pipeline_finished",
     "plan_submission_tasks",
+    "ready_steps",
+    "settled",
     "step_kind",
     "step_progress",
     "step_state",
@@ -39,6 +47,10 @@ class PipelineStep:
     name: str
     queue: str
     label: str
+    after: tuple[str, ...] = ()  # the steps that must settle first
+    # A non-essential step that fails for good is reported and the pipeline goes on;
+    # an essential one ends the submission as failed.
+    essential: bool = True
     retry_base: float = 1.0  # seconds before the first retry; doubles each attempt
     max_attempts: int = 3
 
@@ -66,13 +78,65 @@ class StepLike(Protocol):
 
 
 # I/O-bound steps share the "io" queue; CPU-bound ones the "cpu" queue, so a
-# deployment can size each pool for its nature.
+# deployment can size each pool for its nature. Listed in an order where every
+# step comes after its prerequisites; that order is also how pages list them.
 SUBMISSION_STEPS: tuple[PipelineStep, ...] = (
-    PipelineStep("verify", "io", "Checking the upload"),
     PipelineStep("scan", "cpu", "Scanning for viruses"),
-    PipelineStep("store", "io", "Storing the file"),
-    PipelineStep("analyse", "cpu", "Reading the text"),
+    PipelineStep("store", "io", "Storing the file", after=("scan",)),
+    PipelineStep("record", "cpu", "Recording the submission", after=("store",)),
 )
+STEP_INDEX: dict[str, int] = {step.name: index for index, step in enumerate(SUBMISSION_STEPS)}
+
+# A step's prerequisites are met when each has settled: done, skipped, or (when not
+# essential) failed for good or cancelled.
+_SETTLED = frozenset({TaskStatus.DONE, TaskStatus.SKIPPED})
+_ENDED = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def check_graph(steps: tuple[PipelineStep, ...]) -> None:
+    """Raise ValueError unless every step comes after steps listed before it."""
+    if steps and steps[0].after:
+        raise ValueError("the first step must have no prerequisites")
+    seen: set[str] = set()
+    for step in steps:
+        missing = [name for name in step.after if name not in seen]
+        if missing:
+            raise ValueError(f"step {step.name!r} comes after {missing}, listed later or unknown")
+        seen.add(step.name)
+
+
+check_graph(SUBMISSION_STEPS)
+
+
+def settled(step: PipelineStep, status: TaskStatus) -> bool:
+    """Whether a step in ``status`` lets the steps after it run."""
+    return status in _SETTLED or (status in _ENDED and not step.essential)
+
+
+def ready_steps(
+    statuses: dict[int, TaskStatus], steps: tuple[PipelineStep, ...] = SUBMISSION_STEPS
+) -> list[int]:
+    """The waiting steps (by index) whose prerequisites have all settled."""
+    index_of = {step.name: index for index, step in enumerate(steps)}
+
+    def is_settled(name: str) -> bool:
+        index = index_of[name]
+        return settled(steps[index], statuses.get(index, TaskStatus.WAITING))
+
+    return [
+        index
+        for index, step in enumerate(steps)
+        if statuses.get(index) == TaskStatus.WAITING and all(map(is_settled, step.after))
+    ]
+
+
+def pipeline_finished(
+    statuses: dict[int, TaskStatus], steps: tuple[PipelineStep, ...] = SUBMISSION_STEPS
+) -> bool:
+    """Whether every step has settled: the submission is complete."""
+    return all(
+        settled(step, statuses.get(index, TaskStatus.WAITING)) for index, step in enumerate(steps)
+    )
 
 
 def step_kind(step: PipelineStep) -> str:

@@ -119,7 +119,7 @@ class Engine:
                 started_at=utcnow(),
                 status=row["status"],
             )
-            await spec.hooks.after_settled(run, None, self.services)
+            await spec.hooks.after_recovered(run, self.services)
         if started.finished:
             await self.queue.complete(*(lease for lease, _, _ in started.finished))
             for lease, _, _ in started.finished:

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from herald.events import EventPublisher
-from herald.models import SubmissionStatus
+from herald.models import SUBMISSION_FINAL, SubmissionStatus
 from herald.names import EventType, submission_topic
 from workers.context import TaskContext, TaskRun
 from workers.kinds import Outcome, TaskFailed
-from workers.pipeline import overall_progress, step_progress
 from workers.pipeline import step_state as _step_state
 
 __all__ = ["StepContext", "StepFailed", "StepOutcome", "emit_step", "submission_state"]
@@ -28,7 +27,7 @@ class StepOutcome(Outcome):
 
 
 def submission_state(
-    submission_id: int, status: SubmissionStatus, progress: int, detail: str | None
+    submission_id: int, status: SubmissionStatus, progress: int | None, detail: str | None
 ) -> dict[str, Any]:
     return {"id": submission_id, "status": str(status), "progress": progress, "detail": detail}
 
@@ -42,8 +41,9 @@ async def emit_step(
 ) -> None:
     """Publish a step's state with its submission's on ``submission.{id}``."""
     assert run.submission_id is not None
-    index = run.step_index or 0
-    progress = overall_progress(status, [100] * index + [step_progress(run)])
+    # Steps run side by side, so one step's event cannot know the overall figure:
+    # pages sum it from their step rows; only a final status fixes it at 100.
+    progress = 100 if status in SUBMISSION_FINAL else None
     await publisher.publish(
         submission_topic(run.submission_id),
         type_,

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from herald.models import Submission
 from workers.scanner import SCANNER_NAME, SignatureScanner, load_deny_list
 from workers.step_context import StepContext, StepFailed, StepOutcome
-from workers.textract import extract_text, text_stats
+from workers.textract import UNREADABLE, extract_text, text_stats
 
 __all__ = ["HANDLERS", "StepFailed", "StepOutcome"]
 
@@ -60,28 +60,33 @@ async def _read_chunks(
             await ctx.progress(done * 100 / max(total, 1), f"{verb} {_size_text(done)}")
 
 
-async def verify(ctx: StepContext, submission: Submission) -> StepOutcome:
-    """Re-hash the upload and check it is the file the student sent."""
-    path = current_path(submission)
-    digest = hashlib.sha256()
-    await _read_chunks(ctx, path, digest.update, "checked")
-    size = path.stat().st_size
-    if digest.hexdigest() != submission.sha256 or size != submission.size:
+def _check_intact(submission: Submission, path: Path, sha256: str) -> None:
+    if sha256 != submission.sha256 or path.stat().st_size != submission.size:
         raise StepFailed("the stored upload does not match what was received (checksum mismatch)")
-    return StepOutcome(
-        detail=f"{_size_text(size)}, SHA-256 {submission.sha256[:12]}… verified",
-        result={"sha256": submission.sha256, "size": size},
-    )
 
 
 async def scan(ctx: StepContext, submission: Submission) -> StepOutcome:
-    """Scan for malware; an infected file is quarantined and the submission rejected."""
+    """Scan for malware; an infected file is quarantined and the submission rejected.
+
+    The same read re-hashes the upload, so a file damaged at rest is caught before
+    anything trusts it.
+    """
     path = current_path(submission)
     scanner = SignatureScanner(load_deny_list(ctx.settings.var_dir / "scan-denylist.txt"))
-    await _read_chunks(ctx, path, scanner.feed, "scanned")
+    digest = hashlib.sha256()
+
+    def feed(chunk: bytes) -> None:
+        digest.update(chunk)
+        scanner.feed(chunk)
+
+    await _read_chunks(ctx, path, feed, "scanned")
+    _check_intact(submission, path, digest.hexdigest())
     verdict = scanner.verdict(submission.sha256)
     if not verdict.infected:
-        return StepOutcome(detail=f"Clean: {verdict.reason}", result={"scanner": SCANNER_NAME})
+        return StepOutcome(
+            detail=f"Clean: {verdict.reason}",
+            result={"scanner": SCANNER_NAME, "sha256": submission.sha256},
+        )
     quarantine = ctx.settings.files_dir / "quarantine"
     quarantine.mkdir(parents=True, exist_ok=True)
     target = quarantine / f"{submission.id}-{submission.sha256}"
@@ -135,13 +140,13 @@ async def store(ctx: StepContext, submission: Submission) -> StepOutcome:
     )
 
 
-async def analyse(ctx: StepContext, submission: Submission) -> StepOutcome:
-    """Extract the text and count words, lines and pages."""
+async def record(ctx: StepContext, submission: Submission) -> StepOutcome:
+    """The submission's final record: type, size, hash, and its text's words and pages."""
     path = current_path(submission)
     await ctx.progress(10, "extracting text")
     try:
         text, pages = await asyncio.to_thread(extract_text, path, submission.content_type)
-    except (ValueError, KeyError, OSError) as exc:
+    except UNREADABLE as exc:
         raise StepFailed(f"could not read the document: {exc}") from exc
     await ctx.progress(60, "counting words")
     stats = await asyncio.to_thread(text_stats, text, pages)
@@ -153,14 +158,20 @@ async def analyse(ctx: StepContext, submission: Submission) -> StepOutcome:
             detail += f", {stats.pages} page{'s' if stats.pages != 1 else ''}"
     return StepOutcome(
         detail=detail,
-        result={"words": stats.words, "lines": stats.lines, "pages": stats.pages},
+        result={
+            "content_type": submission.content_type,
+            "size": submission.size,
+            "sha256": submission.sha256,
+            "words": stats.words,
+            "lines": stats.lines,
+            "pages": stats.pages,
+        },
         submission_updates={"word_count": stats.words},
     )
 
 
 HANDLERS: dict[str, Handler] = {
-    "verify": verify,
     "scan": scan,
     "store": store,
-    "analyse": analyse,
+    "record": record,
 }

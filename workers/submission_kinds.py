@@ -8,11 +8,24 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, select, update
 
-from herald.models import Submission, SubmissionStatus, Task, TaskStatus, utcnow
+from herald.models import (
+    SUBMISSION_FINAL,
+    Submission,
+    SubmissionStatus,
+    Task,
+    TaskStatus,
+    utcnow,
+)
 from herald.names import EventType
 from workers.context import Services, TaskContext, TaskRun
 from workers.kinds import KindHooks, Outcome, TaskKind, register
-from workers.pipeline import SUBMISSION_STEPS, PipelineStep, step_kind
+from workers.pipeline import (
+    SUBMISSION_STEPS,
+    PipelineStep,
+    pipeline_finished,
+    ready_steps,
+    step_kind,
+)
 from workers.queue import Job, job_for
 from workers.step_context import StepContext, StepFailed, StepOutcome, emit_step
 from workers.steps import HANDLERS
@@ -25,42 +38,61 @@ def failure_message(reason: str) -> str:
     return f"Processing failed: {reason}. Please upload the file again or contact staff."
 
 
-def _is_last(run: TaskRun) -> bool:
-    return run.step_index == len(SUBMISSION_STEPS) - 1
-
-
-def _status_after(run: TaskRun, outcome: Outcome | None) -> SubmissionStatus:
-    if isinstance(outcome, StepOutcome) and outcome.reject:
-        return SubmissionStatus.REJECTED
-    return SubmissionStatus.COMPLETE if _is_last(run) else SubmissionStatus.PROCESSING
-
-
-def _queue_next(conn: Connection, run: TaskRun) -> list[Job]:
-    """Queue the step after ``run``'s; the job that runs it, if there is one."""
+def _pipeline_step(run: TaskRun) -> PipelineStep:
     assert run.step_index is not None
-    queued = conn.execute(
-        update(Task)
-        .where(
-            Task.submission_id == run.submission_id,
-            Task.step_index == run.step_index + 1,
-            Task.status == TaskStatus.WAITING,
-        )
-        .values(status=TaskStatus.QUEUED, queued_at=utcnow())
-        .returning(Task.id, Task.kind, Task.queue, Task.priority, Task.max_attempts, Task.immediate)
+    return SUBMISSION_STEPS[run.step_index]
+
+
+def _lock_submission(conn: Connection, submission_id: int | None) -> None:
+    # Steps that run side by side settle in concurrent transactions, and each must
+    # see the others' ends to know whether it unblocked the next step. Locking the
+    # submission row serialises them: the later one sees the earlier one committed.
+    # (SQLite serialises every writer already and ignores FOR UPDATE.)
+    conn.execute(select(Submission.id).where(Submission.id == submission_id).with_for_update())
+
+
+def _statuses(conn: Connection, submission_id: int | None) -> dict[int, TaskStatus]:
+    rows = conn.execute(
+        select(Task.step_index, Task.status).where(Task.submission_id == submission_id)
     )
-    return [job_for(row) for row in queued]
+    return {row.step_index: TaskStatus(row.status) for row in rows if row.step_index is not None}
 
 
-def _skip_rest(conn: Connection, run: TaskRun) -> None:
-    """Skip every later step of a rejected or failed submission."""
-    assert run.step_index is not None
+def _advance(conn: Connection, run: TaskRun) -> list[Job]:
+    """After a step settled: queue the steps it unblocked, or complete the submission."""
+    statuses = _statuses(conn, run.submission_id)
+    ready = ready_steps(statuses)
+    if ready:
+        queued = conn.execute(
+            update(Task)
+            .where(
+                Task.submission_id == run.submission_id,
+                Task.step_index.in_(ready),
+                Task.status == TaskStatus.WAITING,
+            )
+            .values(status=TaskStatus.QUEUED, queued_at=utcnow())
+            .returning(
+                Task.id, Task.kind, Task.queue, Task.priority, Task.max_attempts, Task.immediate
+            )
+        )
+        return [job_for(row) for row in queued]
+    if pipeline_finished(statuses):
+        conn.execute(
+            update(Submission)
+            .where(
+                Submission.id == run.submission_id,
+                Submission.status.not_in(SUBMISSION_FINAL),
+            )
+            .values(status=SubmissionStatus.COMPLETE)
+        )
+    return []
+
+
+def _skip_waiting(conn: Connection, run: TaskRun) -> None:
+    """Skip every step still waiting: the submission was rejected or failed."""
     conn.execute(
         update(Task)
-        .where(
-            Task.submission_id == run.submission_id,
-            Task.step_index > run.step_index,
-            Task.status == TaskStatus.WAITING,
-        )
+        .where(Task.submission_id == run.submission_id, Task.status == TaskStatus.WAITING)
         .values(
             status=TaskStatus.SKIPPED,
             finished_at=utcnow(),
@@ -86,48 +118,56 @@ class SubmissionHooks(KindHooks):
         )
 
     def on_done(self, conn: Connection, run: TaskRun, outcome: Outcome) -> list[Job]:
+        _lock_submission(conn, run.submission_id)
         values = dict(outcome.submission_updates) if isinstance(outcome, StepOutcome) else {}
-        status = _status_after(run, outcome)
-        if status != SubmissionStatus.PROCESSING:
-            values["status"] = status
+        if isinstance(outcome, StepOutcome) and outcome.reject:
+            values["status"] = SubmissionStatus.REJECTED
         if values:
             conn.execute(
                 update(Submission).where(Submission.id == run.submission_id).values(**values)
             )
-        if status == SubmissionStatus.PROCESSING:
-            return _queue_next(conn, run)
-        _skip_rest(conn, run)
-        return []
+        if "status" in values:
+            _skip_waiting(conn, run)
+            return []
+        return _advance(conn, run)
 
-    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> None:
+    def on_ended(self, conn: Connection, run: TaskRun, reason: str) -> list[Job]:
+        _lock_submission(conn, run.submission_id)
+        if not _pipeline_step(run).essential:
+            # Reported on its own row; the rest of the pipeline does what it can.
+            return _advance(conn, run)
         conn.execute(
             update(Submission)
             .where(Submission.id == run.submission_id)
             .values(status=SubmissionStatus.FAILED, status_detail=failure_message(reason))
         )
-        _skip_rest(conn, run)
+        _skip_waiting(conn, run)
+        return []
 
     async def after_settled(
         self, run: TaskRun, outcome: Outcome | None, services: Services
     ) -> None:
-        if outcome is None:
-            # A recovered job whose task had finished: its events went out with its
-            # first settle; only make sure the next step's job exists.
-            if run.status == TaskStatus.DONE:
-                await self._enqueue_next(run, services)
-            return
+        status = await self._submission_status(run, services)
+        final = status in SUBMISSION_FINAL
         if run.status == TaskStatus.DONE:
-            status = _status_after(run, outcome)
             reject = outcome.reject if isinstance(outcome, StepOutcome) else None
             await emit_step(services.publisher, run, EventType.STEP_DONE, status, reject)
-            if status != SubmissionStatus.PROCESSING:
-                await emit_step(
-                    services.publisher, run, EventType.SUBMISSION_STATUS, status, reject
+        else:
+            detail = run.detail or str(run.status)
+            if _pipeline_step(run).essential or status == SubmissionStatus.FAILED:
+                detail = failure_message(detail)
+            await emit_step(services.publisher, run, EventType.STEP_FAILED, status, detail)
+        if final:
+            async with services.sessions() as db:
+                detail = await db.scalar(
+                    select(Submission.status_detail).where(Submission.id == run.submission_id)
                 )
-            return
-        message = failure_message(run.detail or str(run.status))
-        for type_ in (EventType.STEP_FAILED, EventType.SUBMISSION_STATUS):
-            await emit_step(services.publisher, run, type_, SubmissionStatus.FAILED, message)
+            await emit_step(services.publisher, run, EventType.SUBMISSION_STATUS, status, detail)
+
+    async def after_recovered(self, run: TaskRun, services: Services) -> None:
+        # Its events went out with its first settle; only make sure the jobs of the
+        # steps it queued exist.
+        await self._enqueue_queued(run, services)
 
     async def after_retry(self, run: TaskRun, services: Services) -> None:
         await emit_step(
@@ -155,17 +195,25 @@ class SubmissionHooks(KindHooks):
             .values(status=TaskStatus.WAITING, finished_at=None, detail=None)
         )
 
-    async def _enqueue_next(self, run: TaskRun, services: Services) -> None:
+    async def _submission_status(self, run: TaskRun, services: Services) -> SubmissionStatus:
         async with services.sessions() as db:
-            following = await db.scalar(
-                select(Task).where(
-                    Task.submission_id == run.submission_id,
-                    Task.step_index == (run.step_index or 0) + 1,
-                    Task.status == TaskStatus.QUEUED,
-                )
+            status = await db.scalar(
+                select(Submission.status).where(Submission.id == run.submission_id)
             )
-        if following is not None:
-            await services.queue.enqueue(job_for(following))
+        return SubmissionStatus(status) if status is not None else SubmissionStatus.FAILED
+
+    async def _enqueue_queued(self, run: TaskRun, services: Services) -> None:
+        async with services.sessions() as db:
+            queued = (
+                await db.scalars(
+                    select(Task).where(
+                        Task.submission_id == run.submission_id,
+                        Task.status == TaskStatus.QUEUED,
+                    )
+                )
+            ).all()
+        for task in queued:
+            await services.queue.enqueue(job_for(task))
 
 
 SUBMISSION_HOOKS = SubmissionHooks()

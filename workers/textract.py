@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-__all__ = ["TextStats", "extract_text", "text_stats"]
+__all__ = ["UNREADABLE", "TextStats", "extract_text", "text_stats"]
 
 _WORD = re.compile(r"\w+(?:['’-]\w+)*", re.UNICODE)
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
@@ -19,6 +19,18 @@ _PDF_TEXT = re.compile(rb"\(((?:\\.|[^\\)])*)\)\s*Tj|\[((?:[^\]])*)\]\s*TJ")
 _PDF_STRING = re.compile(rb"\(((?:\\.|[^\\)])*)\)")
 _W_NS = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 MAX_DOCX_XML = 50 * 1024 * 1024  # refuse zip bombs
+
+# What extract_text raises on a damaged or hostile document (a sniffed type is a
+# promise about the first bytes only): a step reports these as "could not read".
+UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    KeyError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    ElementTree.ParseError,
+)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from herald.db import create_engine, session_factory
 from tests.stack import QueueSwitch, Stack, start_stack
+from workers.pipeline import SUBMISSION_STEPS
 from workers.queue import RedisQueue
 
 
@@ -26,11 +27,13 @@ async def stack_redis(stack: Stack) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def io_queue(stack: Stack, stack_redis: Redis) -> AsyncIterator[QueueSwitch]:
-    """Pause and resume the stack's ``io`` queue as an operator does (DB setting, mirrored
-    live to every worker); the queue is resumed when the test ends, whatever happens."""
+async def first_step_queue(stack: Stack, stack_redis: Redis) -> AsyncIterator[QueueSwitch]:
+    """Pause and resume the queue of the pipeline's first step as an operator does (DB
+    setting, mirrored live to every worker), so a test can hold a submission before any
+    work happens; the queue is resumed when the test ends, whatever happens."""
     engine = create_engine(stack.settings)
-    switch = QueueSwitch(session_factory(engine), RedisQueue(stack_redis), "io")
+    queue = SUBMISSION_STEPS[0].queue
+    switch = QueueSwitch(session_factory(engine), RedisQueue(stack_redis), queue)
     try:
         yield switch
     finally:

@@ -32,7 +32,7 @@ async def login(page: Page, username: str) -> None:
 
 
 async def test_upload_form_shows_every_step_completing_live(
-    page: Page, stack: Stack, io_queue: QueueSwitch, tmp_path: Path
+    page: Page, stack: Stack, first_step_queue: QueueSwitch, tmp_path: Path
 ) -> None:
     """The submission page fills its progress bar to 100% live while the workers run."""
     await login(page, "alice")
@@ -41,7 +41,7 @@ async def test_upload_form_shows_every_step_completing_live(
     essay = tmp_path / "essay.md"
     essay.write_text("# My essay\n\n" + "Queues keep deadline day calm. " * 500)
     # Hold the first queue so the page is open and live before any work happens.
-    await io_queue.pause()
+    await first_step_queue.pause()
     try:
         await page.set_input_files("input[type=file][name=file]", str(essay))
         await page.click("form[enctype='multipart/form-data'] button[type=submit]")
@@ -52,7 +52,7 @@ async def test_upload_form_shows_every_step_completing_live(
         # A marker that only survives if the page is never reloaded.
         await page.evaluate("window.__heraldNoReload = true")
     finally:
-        await io_queue.resume()
+        await first_step_queue.resume()
 
     await expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
     for step in SUBMISSION_STEPS:

@@ -20,14 +20,14 @@ ESSAY = ("Herald moves slow work off the upload request. " * 300).encode()
 
 
 async def test_upload_streams_every_step_live_in_seq_order(
-    stack: Stack, io_queue: QueueSwitch
+    stack: Stack, first_step_queue: QueueSwitch
 ) -> None:
     """A student's upload returns 202 and every step's events arrive in seq order over WAMP."""
     async with HeraldClient(stack.web_url) as alice:
         await alice.login("alice", "demo")
         assignment = (await alice.get_json("/api/assignments"))[0]
         # Hold the first step's queue so the subscription is in place before work starts.
-        await io_queue.pause()
+        await first_step_queue.pause()
         try:
             status, body = await alice.upload(assignment["id"], "essay.txt", ESSAY)
             assert status == 202, body
@@ -44,12 +44,12 @@ async def test_upload_streams_every_step_live_in_seq_order(
             wamp = await connect_browser(stack.settings, await alice.ticket())
             try:
                 await wamp.subscribe(on_event, body["topic"])
-                await io_queue.resume()
+                await first_step_queue.resume()
                 await asyncio.wait_for(finished.wait(), 60)
             finally:
                 await close_browser(wamp)
         finally:
-            await io_queue.resume()
+            await first_step_queue.resume()
 
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert {e["topic"] for e in events} == {body["topic"]}

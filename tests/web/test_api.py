@@ -144,7 +144,7 @@ async def test_submission_state_for_owner_staff_and_others(client: Client, demo:
     assert body["status"] == "received"
     assert body["seq"] == 0
     assert body["progress"] == 0
-    assert [s["name"] for s in body["steps"]] == ["verify", "scan", "store", "analyse"]
+    assert [s["name"] for s in body["steps"]] == ["scan", "store", "record"]
     assert body["steps"][0]["status"] == "queued"
     assert body["steps"][0]["label"]
     assert body["grade"] is None

@@ -83,10 +83,12 @@ async def test_submission_page_live_client(
     assert len(tickets) >= 2
 
     root = "[data-page=submission]"
-    verify = "tr[data-step=verify]"
+    scan = "tr[data-step=scan]"
     apply = """(env) => window.Herald.submissionPage.onEvent(env)"""
 
-    def event(seq: int, status: str, progress: int, detail: str = "") -> dict[str, object]:
+    def event(
+        seq: int, status: str, progress: int, detail: str = "", overall: int | None = 12
+    ) -> dict[str, object]:
         return {
             "topic": f"submission.{submission_id}",
             "type": "step.progress",
@@ -96,12 +98,12 @@ async def test_submission_page_live_client(
                 "submission": {
                     "id": submission_id,
                     "status": "processing",
-                    "progress": 12,
+                    "progress": overall,
                     "detail": None,
                 },
                 "step": {
-                    "name": "verify",
-                    "label": "Checking the upload",
+                    "name": "scan",
+                    "label": "Scanning for viruses",
                     "status": status,
                     "progress": progress,
                     "detail": detail,
@@ -112,20 +114,25 @@ async def test_submission_page_live_client(
         }
 
     await page.evaluate(apply, event(1, "running", 50, "<b>half</b>"))
-    assert await page.get_attribute(verify, "data-status") == "running"
+    assert await page.get_attribute(scan, "data-status") == "running"
     assert await page.get_attribute(root, "data-submission-status") == "processing"
     assert await page.get_attribute("#overall-progress", "aria-valuenow") == "12"
     assert await page.get_by_role("progressbar").count() == 1
-    detail_html = await page.inner_html(f"{verify} [data-field=detail]")
+    detail_html = await page.inner_html(f"{scan} [data-field=detail]")
     assert detail_html == "&lt;b&gt;half&lt;/b&gt;"
 
+    # Without an overall figure (steps run side by side) the page sums its rows:
+    # scan at 60 % of three steps is 20 %.
+    await page.evaluate(apply, event(2, "running", 60, overall=None))
+    assert await page.get_attribute("#overall-progress", "aria-valuenow") == "20"
+
     await page.evaluate(apply, event(1, "done", 100))  # already applied: ignored
-    assert await page.get_attribute(verify, "data-status") == "running"
+    assert await page.get_attribute(scan, "data-status") == "running"
 
     assert resyncs == []
     await page.evaluate(apply, event(5, "done", 100))  # a gap: state comes from the API
     await page.wait_for_function(
-        "() => document.querySelector('tr[data-step=verify]').dataset.status === 'queued'"
+        "() => document.querySelector('tr[data-step=scan]').dataset.status === 'queued'"
     )
     assert any(url.endswith(f"/api/submissions/{submission_id}") for url in resyncs)
     assert await page.evaluate("() => window.Herald.submissionPage.lastSeq") == 0

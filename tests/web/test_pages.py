@@ -92,7 +92,7 @@ async def test_form_upload_redirects_to_live_submission_page(client: Client, dem
     assert 'role="progressbar"' in html
     assert 'aria-valuenow="0"' in html
     assert 'data-submission-status="received"' in html
-    for step in ("verify", "scan", "store", "analyse"):
+    for step in ("scan", "store", "record"):
         assert f'data-step="{step}"' in html
     assert 'data-status="queued"' in html
 

@@ -28,6 +28,7 @@ from tests.web.conftest import (
     uploads_left,
 )
 from web.uploads import ACCEPTED_TYPES, DOCX, sanitize_filename
+from workers.pipeline import SUBMISSION_STEPS
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4
 
@@ -69,7 +70,7 @@ async def test_upload_happy_path(client: Client, demo: Demo, redis: Redis) -> No
     assert stored.read_bytes() == b"# Essay\n\nHello"
     assert stored.parent == settings_of(client).files_dir / "uploads"
     statuses = [task.status for task in submission.tasks]
-    assert statuses == [TaskStatus.QUEUED] + [TaskStatus.WAITING] * 3
+    assert statuses == [TaskStatus.QUEUED] + [TaskStatus.WAITING] * (len(SUBMISSION_STEPS) - 1)
     first = submission.tasks[0]
     ready = await redis.zrange(names.queue_ready_key(first.queue), 0, -1)
     assert str(first.id).encode() in ready

@@ -73,7 +73,7 @@ async def _wait_final(settings: Settings, sub_id: int) -> tuple[Submission, list
 async def test_text_submission_runs_every_step_and_emits_ordered_events(
     settings: Settings, redis: Redis, running_worker: asyncio.Event
 ) -> None:
-    """A text upload passes verify, scan, store and analyse; events arrive with seq 1..n."""
+    """A text upload passes scan, store and record; events arrive with seq 1..n."""
     pubsub = redis.pubsub()
     await pubsub.psubscribe("submission.*")
     text = ("Background tasks keep students' uploads fast. " * 400).encode()
@@ -114,12 +114,9 @@ async def test_infected_upload_is_quarantined_and_rejected(
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.REJECTED
     assert "EICAR" in (sub.status_detail or "")
-    assert [t.status for t in tasks] == [
-        TaskStatus.DONE,
-        TaskStatus.DONE,
-        TaskStatus.SKIPPED,
-        TaskStatus.SKIPPED,
-    ]
+    assert [t.status for t in tasks] == [TaskStatus.DONE] + [TaskStatus.SKIPPED] * (
+        len(SUBMISSION_STEPS) - 1
+    )
     assert sub.stored_path is None
     assert Path(sub.upload_path).parent.name == "quarantine"
     assert not (settings.files_dir / "objects").exists()
@@ -132,7 +129,7 @@ async def test_transient_failure_is_retried_with_backoff(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A step failing twice is retried after 1 s then 2 s, and the submission completes."""
-    real = steps.HANDLERS["analyse"]
+    real = steps.HANDLERS["record"]
     failures = 0
 
     async def flaky(ctx: StepContext, submission: Submission) -> steps.StepOutcome:
@@ -142,13 +139,13 @@ async def test_transient_failure_is_retried_with_backoff(
             raise OSError("transient: file server unavailable")
         return await real(ctx, submission)
 
-    monkeypatch.setitem(steps.HANDLERS, "analyse", flaky)
+    monkeypatch.setitem(steps.HANDLERS, "record", flaky)
     sub_id = await submit_file(settings, b"three little words\n", "short.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.COMPLETE
-    analyse = tasks[-1]
-    assert analyse.status == TaskStatus.DONE and analyse.attempts == 3
-    starts = await _event_times(settings, analyse.id, TaskStatus.RUNNING)
+    record = tasks[-1]
+    assert record.status == TaskStatus.DONE and record.attempts == 3
+    starts = await _event_times(settings, record.id, TaskStatus.RUNNING)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert len(gaps) == 2
     assert gaps[0] >= 1.0 and gaps[1] >= 2.0
@@ -165,17 +162,17 @@ async def test_persistent_failure_fails_after_max_attempts(
     async def broken(ctx: StepContext, submission: Submission) -> steps.StepOutcome:
         raise RuntimeError("handler bug")
 
-    monkeypatch.setitem(steps.HANDLERS, "verify", broken)
-    fast = dataclasses.replace(KINDS["submission.verify"], retry_base=0.05)
-    monkeypatch.setitem(KINDS, "submission.verify", fast)
+    monkeypatch.setitem(steps.HANDLERS, "scan", broken)
+    fast = dataclasses.replace(KINDS["submission.scan"], retry_base=0.05)
+    monkeypatch.setitem(KINDS, "submission.scan", fast)
     sub_id = await submit_file(settings, b"doomed\n", "doomed.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
     assert sub.status == SubmissionStatus.FAILED
     assert "upload the file again" in (sub.status_detail or "")
-    verify = tasks[0]
-    assert verify.status == TaskStatus.FAILED and verify.attempts == 3
-    assert "Traceback" in (verify.error or "") and "handler bug" in (verify.error or "")
-    assert [t.status for t in tasks[1:]] == [TaskStatus.SKIPPED] * 3
+    scan = tasks[0]
+    assert scan.status == TaskStatus.FAILED and scan.attempts == 3
+    assert "Traceback" in (scan.error or "") and "handler bug" in (scan.error or "")
+    assert [t.status for t in tasks[1:]] == [TaskStatus.SKIPPED] * (len(SUBMISSION_STEPS) - 1)
 
 
 async def _event_times(settings: Settings, task_id: int, status: TaskStatus) -> list[float]:

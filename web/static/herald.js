@@ -279,8 +279,13 @@
   SubmissionPage.prototype.apply = function (envelope) {
     var data = envelope.data || {};
     if (!data.submission && !data.step) { return false; }
-    if (data.submission) { this.renderSubmission(data.submission); }
     if (data.step) { this.renderStep(data.step); }
+    if (data.submission) {
+      this.renderSubmission(data.submission);
+      if (typeof data.submission.progress !== "number") {
+        this.setOverall(this.progressFromRows());
+      }
+    }
     return true;
   };
 
@@ -307,16 +312,35 @@
     }
     var detail = document.getElementById("submission-detail");
     if (detail && "detail" in submission) { detail.textContent = submission.detail || ""; }
-    if (typeof submission.progress === "number") {
-      var value = Math.max(0, Math.min(100, Math.round(submission.progress)));
-      if (this.bar) {
-        this.bar.value = value;
-        this.bar.setAttribute("aria-valuenow", String(value));
-        this.bar.textContent = value + "%";
-      }
-      var label = document.getElementById("overall-progress-label");
-      if (label) { label.textContent = value + "%"; }
+    if (typeof submission.progress === "number") { this.setOverall(submission.progress); }
+  };
+
+  SubmissionPage.prototype.setOverall = function (progress) {
+    var value = Math.max(0, Math.min(100, Math.round(progress)));
+    if (this.bar) {
+      this.bar.value = value;
+      this.bar.setAttribute("aria-valuenow", String(value));
+      this.bar.textContent = value + "%";
     }
+    var label = document.getElementById("overall-progress-label");
+    if (label) { label.textContent = value + "%"; }
+  };
+
+  /* Steps run side by side, so a step's event carries no overall figure: it is the
+     mean of the rows, finished ones counting in full, as the server computes it. */
+  SubmissionPage.prototype.progressFromRows = function () {
+    var rows = this.steps ? this.steps.querySelectorAll("tr[data-step]") : [];
+    if (!rows.length) { return 0; }
+    var total = 0;
+    for (var i = 0; i < rows.length; i += 1) {
+      var status = rows[i].dataset.status;
+      if (status === "done" || status === "skipped") {
+        total += 100;
+      } else {
+        total += Number(rows[i].querySelector('[data-field="bar"]').value) || 0;
+      }
+    }
+    return total / rows.length;
   };
 
   SubmissionPage.prototype.stepRow = function (name) {
