@@ -84,6 +84,33 @@ SUBMISSION_STEPS: tuple[PipelineStep, ...] = (
     PipelineStep("scan", "cpu", "Scanning for viruses"),
     PipelineStep("store", "io", "Storing the file", after=("scan",)),
     PipelineStep("record", "cpu", "Recording the submission", after=("store",)),
+    # Side by side once recorded; none of them stops the student's submission.
+    PipelineStep(
+        "plagiarism",
+        "cpu",
+        "Checking similarity",
+        after=("record",),
+        essential=False,
+        retry_base=5.0,
+        max_attempts=5,
+    ),
+    PipelineStep(
+        "admin_sync",
+        "io",
+        "Telling the admin system",
+        after=("record",),
+        essential=False,
+        retry_base=2.0,
+        max_attempts=8,
+    ),
+    PipelineStep("thumbnail", "cpu", "Making a preview", after=("record",), essential=False),
+    PipelineStep(
+        "notify",
+        "io",
+        "Sending the receipt",
+        after=("plagiarism", "admin_sync", "thumbnail"),
+        essential=False,
+    ),
 )
 STEP_INDEX: dict[str, int] = {step.name: index for index, step in enumerate(SUBMISSION_STEPS)}
 

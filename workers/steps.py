@@ -20,7 +20,7 @@ from workers.scanner import SCANNER_NAME, SignatureScanner, load_deny_list
 from workers.step_context import StepContext, StepFailed, StepOutcome
 from workers.textract import UNREADABLE, extract_text, text_stats
 
-__all__ = ["HANDLERS", "StepFailed", "StepOutcome"]
+__all__ = ["Handler", "StepFailed", "StepOutcome", "current_path", "record", "scan", "store"]
 
 CHUNK = 256 * 1024
 
@@ -168,10 +168,3 @@ async def record(ctx: StepContext, submission: Submission) -> StepOutcome:
         },
         submission_updates={"word_count": stats.words},
     )
-
-
-HANDLERS: dict[str, Handler] = {
-    "scan": scan,
-    "store": store,
-    "record": record,
-}

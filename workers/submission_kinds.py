@@ -28,7 +28,7 @@ from workers.pipeline import (
 )
 from workers.queue import Job, job_for
 from workers.step_context import StepContext, StepFailed, StepOutcome, emit_step
-from workers.steps import HANDLERS
+from workers.step_handlers import HANDLERS
 
 __all__ = ["SUBMISSION_HOOKS", "failure_message"]
 

@@ -23,8 +23,10 @@ from workers.pipeline import SUBMISSION_STEPS, plan_submission_tasks
 from workers.queue import RedisQueue, job_for
 
 
-async def submit_file(settings: Settings, content: bytes, name: str, content_type: str) -> int:
-    """Alice's submission of ``content``, stored and queued as the web app would."""
+async def submit_file(
+    settings: Settings, content: bytes, name: str, content_type: str, student: str = "alice"
+) -> int:
+    """A demo student's submission of ``content``, stored and queued as the web app would."""
     engine = create_engine(settings)
     sessions = session_factory(engine)
     await load_demo_data(sessions, "demo")
@@ -33,12 +35,12 @@ async def submit_file(settings: Settings, content: bytes, name: str, content_typ
     path = uploads / f"{hashlib.sha1(content).hexdigest()}-{name}"  # noqa: S324 - a file name, not security
     path.write_bytes(content)
     async with sessions.begin() as db:
-        alice = await db.scalar(select(User).where(User.username == "alice"))
+        owner = await db.scalar(select(User).where(User.username == student))
         assignment = await db.scalar(select(Assignment))
-        assert alice and assignment
+        assert owner and assignment
         sub = Submission(
             assignment_id=assignment.id,
-            student_id=alice.id,
+            student_id=owner.id,
             filename=name,
             content_type=content_type,
             size=len(content),
@@ -84,3 +86,12 @@ async def assert_all_complete_exactly_once(settings: Settings, expected: int) ->
         await engine.dispose()
     assert len(counts) == expected * len(SUBMISSION_STEPS)
     assert {count for _, count in counts} == {1}, "a step was recorded done twice"
+
+
+def assert_graph_order(names: list[str]) -> None:
+    """Each step once, and every step after all of its prerequisites (siblings that run
+    side by side may end in any order)."""
+    assert sorted(names) == sorted(step.name for step in SUBMISSION_STEPS), names
+    for step in SUBMISSION_STEPS:
+        for before in step.after:
+            assert names.index(before) < names.index(step.name), (before, step.name, names)
