@@ -8,19 +8,22 @@ from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from herald.access import can_view_submission
 from herald.events import iso
+from herald.models import Task
 from herald.names import REALM, submission_topic
 from web.auth import authenticate, end_session, require_user, set_session_cookie, start_session
-from web.errors import BadJson
+from web.errors import BadJson, NotFound
 from web.keys import DB, ENGINE, REDIS, SESSIONS, SETTINGS
 from web.queries import (
     assignments_for,
     courses_for,
     parse_id,
     submission_state,
+    thumbnail_path,
     user_json,
 )
 from web.submissions import accept_submission
@@ -157,6 +160,22 @@ async def get_submission(request: web.Request) -> web.Response:
     submission_id = parse_id(request.match_info["sid"])
     state = await submission_state(request.app[DB], request.app[REDIS], user, submission_id)
     return web.json_response(state)
+
+
+@routes.get("/api/submissions/{sid}/thumbnail")
+async def get_thumbnail(request: web.Request) -> web.StreamResponse:
+    """The submission's preview PNG (owner and course staff), once it exists."""
+    user, _ = require_user(request)
+    submission_id = parse_id(request.match_info["sid"])
+    async with request.app[DB]() as db:
+        if not await can_view_submission(db, user, submission_id):
+            raise NotFound()
+        tasks = (await db.scalars(select(Task).where(Task.submission_id == submission_id))).all()
+    path = thumbnail_path(tasks)
+    if path is None:
+        raise NotFound("No preview for this submission (yet).")
+    # Content-addressed by the file's hash: a cached copy can never go stale.
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
 
 async def _db_ok(request: web.Request) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,11 +20,20 @@ from herald.models import (
     CourseRole,
     Enrolment,
     Submission,
+    Task,
+    TaskStatus,
     User,
 )
-from herald.names import submission_topic
+from herald.names import MAX_ROW_ID, submission_topic
 from web.errors import NotFound
-from workers.pipeline import overall_progress, step_progress, step_state
+from workers.pipeline import (
+    STEP_INDEX,
+    SUBMISSION_STEPS,
+    overall_progress,
+    step_kind,
+    step_progress,
+    step_state,
+)
 
 __all__ = [
     "CourseView",
@@ -31,12 +42,11 @@ __all__ = [
     "parse_id",
     "recent_submissions",
     "submission_state",
+    "thumbnail_path",
     "user_json",
 ]
 
-# Ids are INTEGER columns; a larger number cannot exist and would make
-# PostgreSQL raise instead of finding nothing.
-MAX_ID = 2**31 - 1
+THUMBNAIL_KIND = step_kind(SUBMISSION_STEPS[STEP_INDEX["thumbnail"]])
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,8 @@ def parse_id(raw: str) -> int:
     if not raw.isascii() or not raw.isdigit():
         raise NotFound()
     value = int(raw)
-    if not 0 < value <= MAX_ID:
+    # A larger id cannot exist, and PostgreSQL would raise instead of finding nothing.
+    if not 0 < value <= MAX_ROW_ID:
         raise NotFound()
     return value
 
@@ -115,6 +126,16 @@ async def recent_submissions(
     return list((await db.scalars(query)).all())
 
 
+def thumbnail_path(tasks: Iterable[Task]) -> Path | None:
+    """The submission's preview PNG, once its thumbnail step made one."""
+    for task in tasks:
+        if task.kind == THUMBNAIL_KIND and task.status == TaskStatus.DONE and task.result:
+            made = task.result.get("thumbnail")
+            if isinstance(made, str) and Path(made).is_file():
+                return Path(made)
+    return None
+
+
 async def submission_state(
     sessions: async_sessionmaker[AsyncSession], redis: Redis, user: User, submission_id: int
 ) -> dict[str, Any]:
@@ -162,6 +183,9 @@ async def submission_state(
             "display_name": submission.student.display_name,
         },
         "steps": [step_state(task) for task in tasks],
+        "thumbnail_url": (
+            f"/api/submissions/{submission.id}/thumbnail" if thumbnail_path(tasks) else None
+        ),
         "grade": submission.grade if released else None,
         "grade_released_at": iso(submission.grade_released_at) if released else None,
     }

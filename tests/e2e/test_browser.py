@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.documents import make_pdf
 from tests.stack import QueueSwitch, Stack
 from workers.pipeline import SUBMISSION_STEPS
 
@@ -34,12 +35,13 @@ async def login(page: Page, username: str) -> None:
 async def test_upload_form_shows_every_step_completing_live(
     page: Page, stack: Stack, first_step_queue: QueueSwitch, tmp_path: Path
 ) -> None:
-    """The submission page fills its progress bar to 100% live while the workers run."""
+    """A PDF upload: the submission page fills its progress bar to 100% live while the
+    workers run, and the similarity result and the preview image appear without reload."""
     await login(page, "alice")
     assignments = await (await page.request.get("/api/assignments")).json()
     await page.goto(f"/assignments/{assignments[0]['id']}")
-    essay = tmp_path / "essay.md"
-    essay.write_text("# My essay\n\n" + "Queues keep deadline day calm. " * 500)
+    essay = tmp_path / "essay.pdf"
+    essay.write_bytes(make_pdf("My essay\n\n" + "Queues keep deadline day calm. " * 200))
     # Hold the first queue so the page is open and live before any work happens.
     await first_step_queue.pause()
     try:
@@ -58,6 +60,12 @@ async def test_upload_form_shows_every_step_completing_live(
     for step in SUBMISSION_STEPS:
         row = page.locator(f"[data-step='{step.name}']")
         await expect(row).to_have_attribute("data-status", "done")
+    similarity = page.locator("[data-step='plagiarism'] [data-field=detail]")
+    await expect(similarity).to_contain_text("Similarity")
+    preview = page.locator("#preview-image")
+    await expect(page.locator("#preview")).to_be_visible(timeout=15_000)
+    await page.wait_for_function("() => document.getElementById('preview-image').naturalWidth > 0")
+    assert await preview.evaluate("img => img.naturalHeight > img.naturalWidth")  # a page
     assert await page.evaluate("window.__heraldNoReload === true")
     await page.screenshot(path=str(stack.log_dir / "submission-page.png"), full_page=True)
 

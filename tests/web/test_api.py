@@ -10,11 +10,12 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 
 from herald.events import EventPublisher
-from herald.models import Submission, utcnow
+from herald.models import Submission, Task, TaskStatus, utcnow
 from herald.sessions import SessionStore
 from tests.web.conftest import Client, ClientFactory, Demo, login, settings_of, upload_form
 from web import create_app
 from web.keys import SESSIONS
+from workers.pipeline import SUBMISSION_STEPS
 
 
 async def test_login_good_sets_cookie_and_returns_user(client: Client) -> None:
@@ -144,10 +145,11 @@ async def test_submission_state_for_owner_staff_and_others(client: Client, demo:
     assert body["status"] == "received"
     assert body["seq"] == 0
     assert body["progress"] == 0
-    assert [s["name"] for s in body["steps"]] == ["scan", "store", "record"]
+    assert [s["name"] for s in body["steps"]] == [step.name for step in SUBMISSION_STEPS]
     assert body["steps"][0]["status"] == "queued"
     assert body["steps"][0]["label"]
     assert body["grade"] is None
+    assert body["thumbnail_url"] is None
 
     await login(client, "bob")
     response = await client.get(f"/api/submissions/{submission_id}")
@@ -224,3 +226,31 @@ async def test_unexpected_error_is_500_without_traceback(make_client: ClientFact
         assert "secret" not in html
         assert "Traceback" not in html
         assert response.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_preview_is_served_to_those_who_may_see_the_submission(
+    client: Client, demo: Demo
+) -> None:
+    """Once the thumbnail step made its PNG: the owner and staff get it; others 404."""
+    submission_id = await _submit(client, demo)
+    assert (await client.get(f"/api/submissions/{submission_id}/thumbnail")).status == 404
+    png = settings_of(client).files_dir / "thumbnails" / "made.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    async with demo.sessions.begin() as db:
+        await db.execute(
+            update(Task)
+            .where(Task.submission_id == submission_id, Task.kind == "submission.thumbnail")
+            .values(status=TaskStatus.DONE, result={"thumbnail": str(png)})
+        )
+    url = f"/api/submissions/{submission_id}/thumbnail"
+    assert (await (await client.get(f"/api/submissions/{submission_id}")).json())[
+        "thumbnail_url"
+    ] == url
+    answer = await client.get(url)
+    assert answer.status == 200 and answer.content_type == "image/png"
+    assert (await answer.read()).startswith(b"\x89PNG")
+    await login(client, "bob")
+    assert (await client.get(url)).status == 404
+    await login(client, "mark")
+    assert (await client.get(url)).status == 200

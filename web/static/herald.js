@@ -279,7 +279,11 @@
   SubmissionPage.prototype.apply = function (envelope) {
     var data = envelope.data || {};
     if (!data.submission && !data.step) { return false; }
-    if (data.step) { this.renderStep(data.step); }
+    if (data.step) {
+      this.renderStep(data.step);
+      // The preview's address comes with the full state: fetch it once it exists.
+      if (data.step.name === "thumbnail" && data.step.status === "done") { this.resync(); }
+    }
     if (data.submission) {
       this.renderSubmission(data.submission);
       if (typeof data.submission.progress !== "number") {
@@ -293,10 +297,24 @@
     var self = this;
     this.renderSubmission(state);
     (state.steps || []).forEach(function (step) { self.renderStep(step); });
+    this.renderPreview(state.thumbnail_url);
     var grade = this.root.querySelector("#grade");
     if (grade) {
       grade.textContent = state.grade === null || state.grade === undefined
         ? "Not released yet." : String(state.grade);
+    }
+  };
+
+  SubmissionPage.prototype.renderPreview = function (url) {
+    var section = document.getElementById("preview");
+    var image = document.getElementById("preview-image");
+    if (!section || !image) { return; }
+    // Only a same-site API path: the URL comes from our API, but stay strict.
+    if (typeof url === "string" && /^\/api\/submissions\/\d+\/thumbnail$/.test(url)) {
+      if (image.getAttribute("src") !== url) { image.setAttribute("src", url); }
+      section.hidden = false;
+    } else {
+      section.hidden = true;
     }
   };
 
