@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from herald.models import Submission
-from workers.scanner import SCANNER_NAME, SignatureScanner, load_deny_list
+from workers.clamd import ClamdScanner, StreamTooLarge
+from workers.scanner import SCANNER_NAME, ScanVerdict, SignatureScanner, load_deny_list
 from workers.step_context import StepContext, StepFailed, StepOutcome
 from workers.textract import UNREADABLE, extract_text, text_stats
 
@@ -48,16 +49,16 @@ def current_path(submission: Submission) -> Path:
 
 
 async def _read_chunks(
-    ctx: StepContext, path: Path, each: Callable[[bytes], None], verb: str
+    ctx: StepContext, path: Path, each: Callable[[bytes], None], verb: str, share: float = 100
 ) -> None:
-    """Stream a file through ``each`` off the event loop, reporting progress."""
+    """Stream a file through ``each`` off the event loop, reporting progress up to ``share``%."""
     total = path.stat().st_size
     done = 0
     with path.open("rb") as handle:
         while chunk := await asyncio.to_thread(handle.read, CHUNK):
             each(chunk)
             done += len(chunk)
-            await ctx.progress(done * 100 / max(total, 1), f"{verb} {_size_text(done)}")
+            await ctx.progress(done * share / max(total, 1), f"{verb} {_size_text(done)}")
 
 
 def _check_intact(submission: Submission, path: Path, sha256: str) -> None:
@@ -68,36 +69,55 @@ def _check_intact(submission: Submission, path: Path, sha256: str) -> None:
 async def scan(ctx: StepContext, submission: Submission) -> StepOutcome:
     """Scan for malware; an infected file is quarantined and the submission rejected.
 
-    The same read re-hashes the upload, so a file damaged at rest is caught before
-    anything trusts it.
+    clamd when ``HERALD_CLAMD_URL`` is set, else the built-in signature scanner,
+    named as the limited scanner it is. The upload is re-hashed on the way, so a
+    file damaged at rest is caught before anything trusts it.
     """
     path = current_path(submission)
-    scanner = SignatureScanner(load_deny_list(ctx.settings.var_dir / "scan-denylist.txt"))
     digest = hashlib.sha256()
+    if ctx.settings.clamd_url:
+        await _read_chunks(ctx, path, digest.update, "checked", share=30)
+        _check_intact(submission, path, digest.hexdigest())
+        clamd = ClamdScanner(ctx.settings.clamd_url)
 
-    def feed(chunk: bytes) -> None:
-        digest.update(chunk)
-        scanner.feed(chunk)
+        async def sent(done: int) -> None:
+            share = done * 70 / max(submission.size, 1)
+            await ctx.progress(30 + share, f"scanned {_size_text(done)}")
 
-    await _read_chunks(ctx, path, feed, "scanned")
-    _check_intact(submission, path, digest.hexdigest())
-    verdict = scanner.verdict(submission.sha256)
+        try:
+            verdict = await clamd.scan(path, sent)
+        except StreamTooLarge as exc:
+            raise StepFailed(f"the file is larger than the virus scanner accepts ({exc})") from exc
+        scanner_name = clamd.name
+    else:
+        builtin = SignatureScanner(load_deny_list(ctx.settings.var_dir / "scan-denylist.txt"))
+
+        def feed(chunk: bytes) -> None:
+            digest.update(chunk)
+            builtin.feed(chunk)
+
+        await _read_chunks(ctx, path, feed, "scanned")
+        _check_intact(submission, path, digest.hexdigest())
+        verdict = builtin.verdict(submission.sha256)
+        if verdict.infected:  # clamd's reasons name it already; name the limited one too
+            verdict = ScanVerdict(True, f"{verdict.reason} ({SCANNER_NAME})")
+        scanner_name = SCANNER_NAME
     if not verdict.infected:
         return StepOutcome(
             detail=f"Clean: {verdict.reason}",
-            result={"scanner": SCANNER_NAME, "sha256": submission.sha256},
+            result={"scanner": scanner_name, "sha256": submission.sha256},
         )
     quarantine = ctx.settings.files_dir / "quarantine"
     quarantine.mkdir(parents=True, exist_ok=True)
     target = quarantine / f"{submission.id}-{submission.sha256}"
     await asyncio.to_thread(os.replace, path, target)
     reason = (
-        f"Rejected: the file {verdict.reason} ({SCANNER_NAME}). It has been quarantined "
+        f"Rejected: the file {verdict.reason}. It has been quarantined "
         "and not stored. Please upload a clean copy."
     )
     return StepOutcome(
         detail=f"Infected: {verdict.reason}",
-        result={"scanner": SCANNER_NAME, "infected": True},
+        result={"scanner": scanner_name, "infected": True},
         submission_updates={"upload_path": str(target), "status_detail": reason},
         reject=reason,
     )

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from herald.models import (
 )
 from herald.names import submission_topic
 from herald.settings import Settings
+from tests.clamd_server import CLAMD, NOT_INSTALLED, ClamdServer
 from tests.support import eventually
 from tests.workers.support import assert_graph_order, submit_file
 from workers import step_handlers, steps, worker
@@ -259,3 +260,40 @@ async def test_an_optional_step_failing_for_good_lets_the_rest_finish(
     assert sub.status == SubmissionStatus.COMPLETE
     assert tasks[STEP_INDEX["thumbnail"]].status == TaskStatus.FAILED
     assert tasks[STEP_INDEX["notify"]].status == TaskStatus.DONE
+
+
+@pytest.fixture
+def clamd_settings(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """The test's settings with HERALD_CLAMD_URL pointing at a real clamd."""
+    if CLAMD is None:
+        pytest.skip(NOT_INSTALLED)
+    server = ClamdServer(tmp_path_factory.mktemp("clamd"))
+    server.start()
+    try:
+        yield dataclasses.replace(settings, clamd_url=server.url)
+    finally:
+        server.stop()
+
+
+async def test_with_clamd_eicar_is_rejected_and_a_clean_file_passes(
+    clamd_settings: Settings, redis: Redis
+) -> None:
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.serve(clamd_settings, stop, concurrency=2))
+    try:
+        clean = await submit_file(clamd_settings, ESSAY.encode(), "essay.txt", "text/plain")
+        infected = await submit_file(
+            clamd_settings, b"essay\n" + EICAR_SIGNATURE + b"\n", "virus.txt", "text/plain"
+        )
+        sub, tasks = await _wait_final(clamd_settings, clean)
+        assert sub.status == SubmissionStatus.COMPLETE
+        assert tasks[0].result == {"scanner": "ClamAV (clamd)", "sha256": sub.sha256}
+        sub, tasks = await _wait_final(clamd_settings, infected)
+        assert sub.status == SubmissionStatus.REJECTED
+        assert "Eicar-Test-Signature" in (sub.status_detail or "")
+        assert Path(sub.upload_path).parent.name == "quarantine"
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
