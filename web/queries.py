@@ -41,6 +41,7 @@ __all__ = [
     "courses_for",
     "parse_id",
     "recent_submissions",
+    "submission_progress",
     "submission_state",
     "thumbnail_path",
     "user_json",
@@ -114,9 +115,12 @@ async def recent_submissions(
     assignment_id: int | None = None,
     limit: int = 20,
 ) -> list[Submission]:
-    """Newest submissions first, by student and/or assignment."""
+    """Newest submissions first, by student and/or assignment (with their steps, for
+    :func:`submission_progress`)."""
     query = select(Submission).options(
-        selectinload(Submission.assignment), selectinload(Submission.student)
+        selectinload(Submission.assignment),
+        selectinload(Submission.student),
+        selectinload(Submission.tasks),
     )
     if student_id is not None:
         query = query.where(Submission.student_id == student_id)
@@ -124,6 +128,11 @@ async def recent_submissions(
         query = query.where(Submission.assignment_id == assignment_id)
     query = query.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit)
     return list((await db.scalars(query)).all())
+
+
+def submission_progress(submission: Submission) -> int:
+    """Its overall progress, 0-100, from its loaded steps."""
+    return overall_progress(submission.status, map(step_progress, submission.tasks))
 
 
 def thumbnail_path(tasks: Iterable[Task]) -> Path | None:
@@ -170,7 +179,7 @@ async def submission_state(
         "topic": topic,
         "status": str(submission.status),
         "seq": seq,
-        "progress": overall_progress(submission.status, map(step_progress, tasks)),
+        "progress": submission_progress(submission),
         "detail": submission.status_detail,
         "filename": submission.filename,
         "size": submission.size,

@@ -14,6 +14,8 @@ from sqlalchemy import or_, select
 
 from herald.models import Message, MessageKind, User, utcnow
 from web.keys import DB, SESSION, USER
+from web.queries import submission_progress
+from workers.pipeline import SUBMISSION_STEPS
 
 __all__ = ["environment", "local_path", "render", "render_error"]
 
@@ -65,6 +67,9 @@ def environment() -> Environment:
     env.filters["filesize"] = _filesize
     # Autoescaping keeps text out of markup, not a javascript: URL out of an href.
     env.filters["local_path"] = local_path
+    # For the submission tables' live progress column (macros see globals only).
+    env.globals["submission_progress"] = submission_progress
+    env.globals["step_count"] = len(SUBMISSION_STEPS)
     return env
 
 

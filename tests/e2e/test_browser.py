@@ -91,3 +91,43 @@ async def test_signing_out_in_one_tab_closes_the_live_connection_of_the_other(
         await expect(watching.locator("#live-state")).to_have_attribute("data-state", "signed-out")
     finally:
         await context.close()
+
+
+async def test_markers_list_follows_each_submission_live(
+    browser: Browser, stack: Stack, first_step_queue: QueueSwitch
+) -> None:
+    """A marker's assignment page shows a held submission, then its status and progress
+    change live to complete once the workers run it, without a reload."""
+    student = await browser.new_context(base_url=stack.web_url)
+    marker = await browser.new_context(base_url=stack.web_url)
+    try:
+        alice = await student.new_page()
+        await login(alice, "alice")
+        assignment = (await (await alice.request.get("/api/assignments")).json())[0]["id"]
+        csrf = await alice.get_attribute("meta[name=csrf-token]", "content")
+        await first_step_queue.pause()
+        upload = await alice.request.post(
+            f"/api/assignments/{assignment}/submissions",
+            multipart={
+                "file": {"name": "live.txt", "mimeType": "text/plain", "buffer": b"Live list.\n"}
+            },
+            headers={"X-CSRF-Token": csrf or ""},
+        )
+        assert upload.status == 202, await upload.text()
+        submission = (await upload.json())["id"]
+
+        mark = await marker.new_page()
+        await login(mark, "mark")
+        await mark.goto(f"/assignments/{assignment}")
+        row = mark.locator(f"table[data-live-list] tr[data-submission-id='{submission}']")
+        await expect(row.locator(".badge")).to_have_text("received")
+        await expect(mark.locator("body")).to_have_attribute("data-live", "1", timeout=15_000)
+        await mark.evaluate("window.__heraldNoReload = true")
+        await first_step_queue.resume()
+        await expect(row.locator(".badge")).to_have_text("complete", timeout=30_000)
+        await expect(row.locator("[data-field=progress]")).to_have_text("100%")
+        assert await mark.evaluate("window.__heraldNoReload === true")
+    finally:
+        await first_step_queue.resume()
+        await student.close()
+        await marker.close()

@@ -422,6 +422,96 @@
   };
 
   // ---------------------------------------------------------------------------
+  /* A staff list of submissions: each row follows its submission's topic. Step
+     events carry no overall figure, so each row keeps its steps' progress, seeded
+     from the API the first time an event arrives for it. */
+  var FINAL_STATUSES = ["complete", "rejected", "failed"];
+
+  function SubmissionList(table, live) {
+    this.table = table;
+    this.live = live;
+    this.stepCount = parseInt(table.dataset.stepCount, 10) || 1;
+  }
+
+  SubmissionList.prototype.start = function () {
+    var self = this;
+    var rows = this.table.querySelectorAll("tr[data-submission-id]");
+    Array.prototype.forEach.call(rows, function (row) {
+      var id = row.dataset.submissionId;
+      if (!/^\d+$/.test(id)) { return; }
+      row.heraldSteps = null;
+      self.live.subscribe("submission." + id, function (envelope) {
+        self.onEvent(row, id, envelope.data || {});
+      }, {
+        // Events published before this subscription are lost: catch up on any
+        // submission that was still running when the page was drawn.
+        subscribed: function () {
+          var badge = row.querySelector('[data-field="status"] .badge');
+          if (badge && FINAL_STATUSES.indexOf(badge.textContent) === -1) { self.catchUp(row, id); }
+        }
+      });
+    });
+  };
+
+  SubmissionList.prototype.catchUp = function (row, id) {
+    var self = this;
+    getJson("/api/submissions/" + id).then(function (state) {
+      row.heraldSteps = {};
+      (state.steps || []).forEach(function (step) { self.remember(row, step); });
+      self.onEvent(row, id, { submission: { status: state.status, progress: state.progress } });
+    }).catch(function () { row.heraldSteps = null; });
+  };
+
+  SubmissionList.prototype.onEvent = function (row, id, data) {
+    var self = this;
+    if (data.submission && data.submission.status) {
+      var badge = row.querySelector('[data-field="status"] .badge');
+      if (badge) {
+        badge.textContent = data.submission.status;
+        badge.className = "badge badge-" + cssToken(data.submission.status);
+      }
+    }
+    if (data.step && data.step.name) {
+      var detail = row.querySelector('[data-field="detail"]');
+      if (detail) { detail.textContent = (data.step.label || data.step.name) + ": " + data.step.status; }
+    }
+    if (data.submission && typeof data.submission.progress === "number") {
+      this.setProgress(row, data.submission.progress);
+      return;
+    }
+    if (row.heraldSteps === null) {
+      row.heraldSteps = {};
+      getJson("/api/submissions/" + id).then(function (state) {
+        (state.steps || []).forEach(function (step) { self.remember(row, step); });
+        if (data.step) { self.remember(row, data.step); }
+        self.setProgress(row, self.mean(row));
+      }).catch(function () { row.heraldSteps = null; });
+      return;
+    }
+    if (data.step) { this.remember(row, data.step); }
+    this.setProgress(row, this.mean(row));
+  };
+
+  SubmissionList.prototype.remember = function (row, step) {
+    var done = step.status === "done" || step.status === "skipped";
+    row.heraldSteps[step.name] = done ? 100 : (Number(step.progress) || 0);
+  };
+
+  SubmissionList.prototype.mean = function (row) {
+    var total = 0;
+    Object.keys(row.heraldSteps).forEach(function (name) { total += row.heraldSteps[name]; });
+    return total / this.stepCount;
+  };
+
+  SubmissionList.prototype.setProgress = function (row, progress) {
+    var value = Math.max(0, Math.min(100, Math.round(progress)));
+    var bar = row.querySelector('[data-field="bar"]');
+    if (bar) { bar.value = value; }
+    var text = row.querySelector('[data-field="progress"]');
+    if (text) { text.textContent = value + "%"; }
+  };
+
+  // ---------------------------------------------------------------------------
   function showFlash(envelope) {
     var data = envelope.data || {};
     if (typeof data.text !== "string") { return; }
@@ -474,6 +564,9 @@
       });
     }
     if (page) { page.start(); }
+    Array.prototype.forEach.call(document.querySelectorAll("table[data-live-list]"), function (table) {
+      new SubmissionList(table, live).start();
+    });
     window.Herald = { live: live, submissionPage: page };
     live.start();
   }
