@@ -26,10 +26,10 @@ from herald.models import (
 from herald.names import submission_topic
 from herald.settings import Settings
 from tests.clamd_server import CLAMD, NOT_INSTALLED, ClamdServer
-from tests.support import eventually
+from tests.support import eventually, free_port
 from tests.workers.support import assert_graph_order, submit_file
 from workers import step_handlers, steps, worker
-from workers.kinds import KINDS
+from workers.kinds import KINDS, kind_named
 from workers.pipeline import STEP_INDEX, SUBMISSION_STEPS
 from workers.scanner import EICAR_SIGNATURE
 from workers.step_context import StepContext
@@ -166,7 +166,7 @@ async def test_persistent_failure_fails_after_max_attempts(
         raise RuntimeError("handler bug")
 
     monkeypatch.setitem(step_handlers.HANDLERS, "scan", broken)
-    fast = dataclasses.replace(KINDS["submission.scan"], retry_base=0.05)
+    fast = dataclasses.replace(kind_named("submission.scan"), retry_base=0.05)
     monkeypatch.setitem(KINDS, "submission.scan", fast)
     sub_id = await submit_file(settings, b"doomed\n", "doomed.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
@@ -253,7 +253,7 @@ async def test_an_optional_step_failing_for_good_lets_the_rest_finish(
         raise RuntimeError("renderer crashed")
 
     monkeypatch.setitem(step_handlers.HANDLERS, "thumbnail", broken)
-    fast = dataclasses.replace(KINDS["submission.thumbnail"], retry_base=0.05)
+    fast = dataclasses.replace(kind_named("submission.thumbnail"), retry_base=0.05)
     monkeypatch.setitem(KINDS, "submission.thumbnail", fast)
     sub_id = await submit_file(settings, ESSAY.encode(), "essay.txt", "text/plain")
     sub, tasks = await _wait_final(settings, sub_id)
@@ -297,3 +297,31 @@ async def test_with_clamd_eicar_is_rejected_and_a_clean_file_passes(
     finally:
         stop.set()
         await asyncio.wait_for(running, 20)
+
+
+async def test_admin_system_down_for_good_fails_its_step_visibly_and_the_rest_finishes(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens at the admin webhook: admin_sync retries, then fails for good with
+    the reason on its row; the receipt still goes out and the submission completes."""
+    down = dataclasses.replace(
+        settings,
+        admin_webhook_url=f"http://127.0.0.1:{free_port()}/records",
+        admin_webhook_secret="a-secret-of-plenty-entropy-42",
+    )
+    fast = dataclasses.replace(kind_named("submission.admin_sync"), retry_base=0.02)
+    monkeypatch.setitem(KINDS, "submission.admin_sync", fast)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.serve(down, stop, concurrency=2))
+    try:
+        sub_id = await submit_file(down, ESSAY.encode(), "essay.txt", "text/plain")
+        sub, tasks = await _wait_final(down, sub_id)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+    assert sub.status == SubmissionStatus.COMPLETE
+    sync = tasks[STEP_INDEX["admin_sync"]]
+    policy = SUBMISSION_STEPS[STEP_INDEX["admin_sync"]].max_attempts
+    assert sync.status == TaskStatus.FAILED and sync.attempts == policy
+    assert "WebhookUnavailable" in (sync.detail or "")
+    assert tasks[STEP_INDEX["notify"]].status == TaskStatus.DONE
