@@ -48,5 +48,5 @@ def test_up_starts_everything_and_a_doubled_signal_stops_it_cleanly(
             up.communicate()
     assert up.returncode == 0, output
     assert "Traceback" not in output
-    assert "alice" in output  # the banner named the demo accounts
+    assert '"up.stopped"' in output
     assert not port_open(web_port) and not port_open(router_port)

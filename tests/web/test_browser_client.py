@@ -14,6 +14,7 @@ from playwright.async_api import Browser, Page
 
 from tests.support import free_port
 from tests.web.conftest import Client, ClientFactory, Demo, login, upload_form
+from workers.pipeline import SUBMISSION_STEPS
 
 pytestmark = pytest.mark.browser
 
@@ -121,10 +122,11 @@ async def test_submission_page_live_client(
     detail_html = await page.inner_html(f"{scan} [data-field=detail]")
     assert detail_html == "&lt;b&gt;half&lt;/b&gt;"
 
-    # Without an overall figure (steps run side by side) the page sums its rows:
-    # scan at 60 % of three steps is 20 %.
+    # Without an overall figure (steps run side by side) the page averages its rows:
+    # scan at 60 %, every other step at 0 %.
     await page.evaluate(apply, event(2, "running", 60, overall=None))
-    assert await page.get_attribute("#overall-progress", "aria-valuenow") == "20"
+    expected = str(round(60 / len(SUBMISSION_STEPS)))
+    assert await page.get_attribute("#overall-progress", "aria-valuenow") == expected
 
     await page.evaluate(apply, event(1, "done", 100))  # already applied: ignored
     assert await page.get_attribute(scan, "data-status") == "running"

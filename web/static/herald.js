@@ -440,7 +440,11 @@
       var id = row.dataset.submissionId;
       if (!/^\d+$/.test(id)) { return; }
       row.heraldSteps = null;
+      row.heraldSeq = 0;
       self.live.subscribe("submission." + id, function (envelope) {
+        // Events and API answers race each other: only ever move forward in seq.
+        if (typeof envelope.seq !== "number" || envelope.seq <= row.heraldSeq) { return; }
+        row.heraldSeq = envelope.seq;
         self.onEvent(row, id, envelope.data || {});
       }, {
         // Events published before this subscription are lost: catch up on any
@@ -456,6 +460,8 @@
   SubmissionList.prototype.catchUp = function (row, id) {
     var self = this;
     getJson("/api/submissions/" + id).then(function (state) {
+      if (state.seq < row.heraldSeq) { return; }  // an event already brought newer news
+      row.heraldSeq = state.seq;
       row.heraldSteps = {};
       (state.steps || []).forEach(function (step) { self.remember(row, step); });
       self.onEvent(row, id, { submission: { status: state.status, progress: state.progress } });
@@ -480,12 +486,10 @@
       return;
     }
     if (row.heraldSteps === null) {
+      // The first step event for this row: its other steps' progress comes from the API.
       row.heraldSteps = {};
-      getJson("/api/submissions/" + id).then(function (state) {
-        (state.steps || []).forEach(function (step) { self.remember(row, step); });
-        if (data.step) { self.remember(row, data.step); }
-        self.setProgress(row, self.mean(row));
-      }).catch(function () { row.heraldSteps = null; });
+      if (data.step) { this.remember(row, data.step); }
+      this.catchUp(row, id);
       return;
     }
     if (data.step) { this.remember(row, data.step); }
