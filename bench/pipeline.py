@@ -26,7 +26,6 @@ import random  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import zlib  # noqa: E402
 
 from sqlalchemy import select  # noqa: E402
 
@@ -35,6 +34,7 @@ from herald.logs import configure_logging  # noqa: E402
 from herald.migrate import upgrade_async  # noqa: E402
 from herald.models import SUBMISSION_FINAL, Submission, Task  # noqa: E402
 from herald.settings import Settings  # noqa: E402
+from tests.documents import make_pdf  # noqa: E402
 from tests.support import RedisServer  # noqa: E402
 from tests.workers.support import submit_file  # noqa: E402
 from workers import worker  # noqa: E402
@@ -85,39 +85,6 @@ def essay(rng: random.Random, words: int) -> str:
     return " ".join(sentences)
 
 
-def essay_pdf(text: str, padding: int) -> bytes:
-    """A one-page text PDF plus an unused binary stream of ``padding`` bytes."""
-    lines = [text[i : i + 90] for i in range(0, len(text), 90)]
-    ops = "BT /F1 11 Tf 13 TL 56 780 Td " + " ".join(
-        "({}) Tj T*".format(line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)"))
-        for line in lines
-    )
-    content = zlib.compress((ops + " ET").encode("latin-1"))
-    blob = os.urandom(padding)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream" % (len(content), content),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Length %d >>\nstream\n%b\nendstream" % (len(blob), blob),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%b\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
-
-
 async def wait_final(settings: Settings, submission_id: int) -> dict[str, float]:
     engine = create_engine(settings)
     try:
@@ -161,7 +128,11 @@ async def run(args: argparse.Namespace) -> None:
             )
             stop = asyncio.Event()
             running = asyncio.create_task(worker.serve(settings, stop, concurrency=4))
-            pdf = Path(args.pdf).read_bytes() if args.pdf else essay_pdf(essay(rng, 3000), 1 << 20)
+            pdf = (
+                Path(args.pdf).read_bytes()
+                if args.pdf
+                else make_pdf(essay(rng, 3000), padding=os.urandom(1 << 20))
+            )
             print(f"submitting {args.earlier} earlier essays…", file=sys.stderr)
             earlier = [
                 await submit_file(

@@ -8,28 +8,15 @@ import zipfile
 import zlib
 from xml.sax.saxutils import escape
 
-__all__ = ["make_docx", "make_pdf"]
+__all__ = ["make_docx", "make_pdf", "pdf_from_objects"]
 
 
 def _pdf_string(line: str) -> str:
     return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(text: str) -> bytes:
-    """A one-page PDF with a Flate-compressed content stream showing ``text`` line by line."""
-    ops = ["BT", "/F1 11 Tf", "13 TL", "56 780 Td"]
-    for paragraph in text.split("\n\n"):
-        ops += [f"({_pdf_string(line)}) Tj T*" for line in textwrap.wrap(paragraph, 90)]
-    ops.append("ET")
-    content = zlib.compress("\n".join(ops).encode("latin-1"))
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream" % (len(content), content),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
+def pdf_from_objects(objects: list[bytes]) -> bytes:
+    """A PDF file of ``objects`` (numbered from 1, the first the catalog), with its xref."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -43,6 +30,27 @@ def make_pdf(text: str) -> bytes:
         xref,
     )
     return bytes(out)
+
+
+def make_pdf(text: str, *, padding: bytes = b"") -> bytes:
+    """A one-page PDF with a Flate-compressed content stream showing ``text`` line by
+    line; ``padding`` goes into an unused stream (as an embedded font would)."""
+    ops = ["BT", "/F1 11 Tf", "13 TL", "56 780 Td"]
+    for paragraph in text.split("\n\n"):
+        ops += [f"({_pdf_string(line)}) Tj T*" for line in textwrap.wrap(paragraph, 90)]
+    ops.append("ET")
+    content = zlib.compress("\n".join(ops).encode("latin-1"))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream" % (len(content), content),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    if padding:
+        objects.append(b"<< /Length %d >>\nstream\n%b\nendstream" % (len(padding), padding))
+    return pdf_from_objects(objects)
 
 
 _W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import re
-import secrets
 import smtplib
 import ssl
 import unicodedata
@@ -30,6 +28,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from herald.durable import write_atomically
 from herald.settings import Settings
 
 __all__ = [
@@ -280,24 +279,7 @@ def _write_outbox(folder: Path, key: str, data: bytes) -> tuple[Path, bool]:
     path = folder / f"{key}.eml"
     if path.exists():
         return path, True
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".{key}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        # Two concurrent runs of one key both land here; the rename makes one file either way.
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+    write_atomically(path, lambda out: out.write(data))
     return path, False
 
 

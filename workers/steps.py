@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO
 
+from herald.durable import write_atomically
 from herald.models import Submission
 from workers.clamd import ClamdScanner, StreamTooLarge
 from workers.scanner import SCANNER_NAME, ScanVerdict, SignatureScanner, load_deny_list
@@ -123,22 +124,6 @@ async def scan(ctx: StepContext, submission: Submission) -> StepOutcome:
     )
 
 
-def _write_durably(source: BinaryIO, target: Path) -> None:
-    """Copy to a temp file beside ``target``, fsync, rename atomically, fsync the folder."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as out:
-        while chunk := source.read(CHUNK):
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, target)
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 async def store(ctx: StepContext, submission: Submission) -> StepOutcome:
     """Content-addressed storage: one copy per distinct file, written atomically."""
     digest = submission.sha256
@@ -149,7 +134,9 @@ async def store(ctx: StepContext, submission: Submission) -> StepOutcome:
     if not duplicate:
         await ctx.progress(10, "writing to the file store")
         with current_path(submission).open("rb") as source:
-            await asyncio.to_thread(_write_durably, source, target)
+            await asyncio.to_thread(
+                write_atomically, target, lambda out: shutil.copyfileobj(source, out, CHUNK)
+            )
     if upload.exists() and upload != target:
         upload.unlink()
     detail = "Stored (identical file already in the store)" if duplicate else "Stored"

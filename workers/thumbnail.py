@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
-import secrets
 import subprocess
 import sys
 import unicodedata
@@ -30,6 +28,7 @@ from xml.etree import ElementTree
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from herald.durable import write_atomically
 from workers.textract import extract_text
 
 __all__ = [
@@ -108,7 +107,7 @@ def render_thumbnail(
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     data = buffer.getvalue()
-    _write_atomically(data, target)
+    write_atomically(target, lambda out: out.write(data))
     return Thumbnail(target, image.width, image.height, len(data), kind)
 
 
@@ -311,32 +310,6 @@ def _text_page(text: str, box: tuple[int, int]) -> Image.Image:
                 draw.text((margin, y), row, fill=(34, 34, 34), font=font)
             y += line_height
     return page
-
-
-# --- Atomic write -----------------------------------------------------------------------
-
-
-def _write_atomically(data: bytes, target: Path) -> None:
-    """Temp file beside ``target``, fsync, rename over it, fsync the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 leaves the mode to the umask, as a plain open() would
-    # (mkstemp's 0600 would hide the thumbnail from a web server running as another user).
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 if __name__ == "__main__":
