@@ -9,16 +9,15 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from herald.settings import Settings
+from tests.outside_world import SmtpServer
 from tests.support import free_port
 from workers.mailer import (
     DEFAULT_SENDER,
@@ -55,48 +54,6 @@ def _settings(tmp_path: Path, smtp_url: str | None = None) -> Settings:
     if smtp_url:
         env["HERALD_SMTP_URL"] = smtp_url
     return Settings.from_env(env)
-
-
-@dataclass
-class Recorder:
-    """An aiosmtpd handler keeping what arrives and refusing chosen recipients."""
-
-    messages: list[tuple[Any, Any]] = field(default_factory=list)  # (session, envelope)
-    refuse: dict[str, str] = field(default_factory=dict)
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((session, envelope))
-        return "250 Message accepted for delivery"
-
-    def parsed(self, index: int = -1) -> EmailMessage:
-        message = email.message_from_bytes(
-            self.messages[index][1].original_content, policy=email.policy.default
-        )
-        assert isinstance(message, EmailMessage)
-        return message
-
-
-class SmtpServer:
-    def __init__(self, host: str = "127.0.0.1", **options: Any) -> None:
-        self.handler = Recorder()
-        self.host = host
-        self.port = free_port()
-        self.controller = Controller(self.handler, hostname=host, port=self.port, **options)
-
-    def __enter__(self) -> SmtpServer:
-        self.controller.start()  # returns once the server answers a connection
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.controller.stop()
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -26,6 +28,7 @@ from herald.models import (
 from herald.names import submission_topic
 from herald.settings import Settings
 from tests.clamd_server import CLAMD, NOT_INSTALLED, ClamdServer
+from tests.outside_world import SECRET, AdminSystem, FakeService, SmtpServer, admin_app
 from tests.support import eventually, free_port
 from tests.workers.support import assert_graph_order, submit_file
 from workers import step_handlers, steps, worker
@@ -325,3 +328,55 @@ async def test_admin_system_down_for_good_fails_its_step_visibly_and_the_rest_fi
     assert sync.status == TaskStatus.FAILED and sync.attempts == policy
     assert "WebhookUnavailable" in (sync.detail or "")
     assert tasks[STEP_INDEX["notify"]].status == TaskStatus.DONE
+
+
+@asynccontextmanager
+async def _serving(app: web.Application, port: int) -> AsyncIterator[None]:
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def test_production_settings_talk_to_the_real_outside_world(
+    settings: Settings, redis: Redis
+) -> None:
+    """With every service configured, each step uses it: the plagiarism service gets one
+    check, the admin system one signed record, the SMTP server the receipt."""
+    admin_port, service_port = free_port(), free_port()
+    admin = AdminSystem(url=f"http://127.0.0.1:{admin_port}/records")
+    service = FakeService(delay=0.2)
+    service_app = web.Application()
+    service_app.router.add_post("/api/checks", service.create)
+    service_app.router.add_get("/api/checks/{id}", service.status)
+    with SmtpServer() as smtp:
+        production = dataclasses.replace(
+            settings,
+            smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+            admin_webhook_url=admin.url,
+            admin_webhook_secret=SECRET,
+            plagiarism_url=f"http://127.0.0.1:{service_port}/api/",
+        )
+        async with _serving(admin_app(admin), admin_port), _serving(service_app, service_port):
+            stop = asyncio.Event()
+            running = asyncio.create_task(worker.serve(production, stop, concurrency=2))
+            try:
+                sub_id = await submit_file(production, ESSAY.encode(), "essay.txt", "text/plain")
+                sub, tasks = await _wait_final(production, sub_id)
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 20)
+                service.hold.set()
+    assert sub.status == SubmissionStatus.COMPLETE
+    assert [t.status for t in tasks] == [TaskStatus.DONE] * len(SUBMISSION_STEPS)
+    assert tasks[STEP_INDEX["plagiarism"]].result["engine"] == "external"
+    assert service.posts == 1
+    (record,) = admin.records.values()
+    assert record["submission_id"] == sub_id and record["sha256"] == sub.sha256
+    (receipt,) = [smtp.handler.parsed(i) for i in range(len(smtp.handler.messages))]
+    assert receipt["To"].addresses[0].username == "alice"
+    assert "essay.txt" in receipt.get_content()
+    assert not (production.var_dir / "outbox").exists()

@@ -3,16 +3,14 @@ slow checks, faults on demand, and idempotent submission across retries."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.outside_world import FakeService
 from tests.support import free_port
 from workers.plagiarism_client import (
     CheckRejected,
@@ -22,87 +20,12 @@ from workers.plagiarism_client import (
     ServiceUnavailable,
     reference_for,
 )
-from workers.similarity import fingerprint, similarity
 
 ESSAY = (
     "The medieval harbour shaped the northern market of the guild, while the early "
     "council restricted the seasonal tariff. Critics point out that the wealthy "
     "merchant funded the canal of the province because the railway delayed the harvest."
 )
-
-
-@dataclass
-class Check:
-    reference: str
-    text: str
-    created: float
-
-
-@dataclass
-class FakeService:
-    """The hypothetical service: a check is done ``delay`` seconds after it was
-    created (the real ~30 s is this parameter), scored with the built-in engine
-    against every earlier check; faults are queued per request type."""
-
-    delay: float = 0.3
-    never_finish: bool = False
-    fail_checks: bool = False
-    post_faults: list[int] = field(default_factory=list)
-    get_faults: list[int] = field(default_factory=list)
-    garbage_polls: int = 0
-    posts: int = 0
-    checks: dict[str, Check] = field(default_factory=dict)
-    by_key: dict[str, str] = field(default_factory=dict)
-    hold: asyncio.Event = field(default_factory=asyncio.Event)
-    hang_posts: bool = False
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    async def create(self, request: web.Request) -> web.Response:
-        self.posts += 1
-        if self.hang_posts:
-            await self.hold.wait()
-        if self.post_faults:
-            return web.json_response({"error": "injected"}, status=self.post_faults.pop(0))
-        body = await request.json()
-        if not body.get("text"):
-            return web.json_response({"error": "no text to check"}, status=400)
-        key = request.headers["Idempotency-Key"]
-        if key in self.by_key:
-            return web.json_response({"id": self.by_key[key]}, status=200)
-        check_id = f"chk-{next(self._ids)}"
-        self.checks[check_id] = Check(body["reference"], body["text"], time.monotonic())
-        self.by_key[key] = check_id
-        return web.json_response({"id": check_id}, status=201)
-
-    async def status(self, request: web.Request) -> web.Response:
-        if self.get_faults:
-            return web.json_response({"error": "injected"}, status=self.get_faults.pop(0))
-        if self.garbage_polls:
-            self.garbage_polls -= 1
-            return web.Response(text="<html>proxy error</html>", content_type="text/html")
-        check = self.checks.get(request.match_info["id"])
-        if check is None:
-            return web.json_response({"error": "no such check"}, status=404)
-        elapsed = time.monotonic() - check.created
-        if self.never_finish or elapsed < self.delay:
-            return web.json_response(
-                {"status": "pending", "progress": min(99, 100 * elapsed / max(self.delay, 1e-9))}
-            )
-        if self.fail_checks:
-            return web.json_response({"status": "failed", "error": "the text could not be read"})
-        mine = fingerprint(check.text)
-        matches = []
-        for other in self.checks.values():
-            if other.created < check.created:
-                percent = similarity(mine, fingerprint(other.text))[0]
-                if percent > 0:
-                    matches.append({"reference": other.reference, "percent": percent})
-        score = max((m["percent"] for m in matches), default=0.0)
-        return web.json_response({"status": "done", "score": score, "matches": matches})
-
-    @property
-    def created(self) -> int:
-        return len(self.checks)
 
 
 @pytest.fixture

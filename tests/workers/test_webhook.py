@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -14,10 +11,10 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from tests.outside_world import SECRET, AdminSystem, admin_app
 from tests.support import free_port
 from workers.webhook import (
     IDEMPOTENCY_HEADER,
-    REPLAYED_HEADER,
     SIGNATURE_HEADER,
     AdminWebhook,
     Delivery,
@@ -28,62 +25,7 @@ from workers.webhook import (
     verify_signature,
 )
 
-SECRET = "wh-secret-4f9a7c2e1b8d"
 RECORD = {"submission": 420, "student": "alice", "assignment": 7, "sha256": "ab" * 32}
-
-
-@dataclass
-class AdminSystem:
-    """What the fake admin system saw, and how it is told to misbehave."""
-
-    url: str
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> record
-    keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> id
-    requests: list[web.Request] = field(default_factory=list)
-    # None: behave; an int: answer that status; "hang": never answer;
-    # "store-then-hang": keep the record, then never answer (the answer is "lost").
-    fail: int | str | None = None
-    retry_after: str | None = None
-    repeat_status: int = 200  # what a repeated key gets: 200 (replayed) or 409
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def admin_app(admin: AdminSystem) -> web.Application:
-    async def receive(request: web.Request) -> web.Response:
-        admin.requests.append(request)
-        body = await request.read()
-        if admin.fail in ("hang", "store-then-hang"):
-            if admin.fail == "store-then-hang":
-                store(request, body)
-            await admin.release.wait()  # until the test ends: the client must time out
-        if isinstance(admin.fail, int):
-            headers = {"Retry-After": admin.retry_after} if admin.retry_after else {}
-            return web.json_response({"error": "told to fail"}, status=admin.fail, headers=headers)
-        if not verify_signature(SECRET, request.headers.get(SIGNATURE_HEADER), body):
-            return web.json_response({"error": "bad signature"}, status=401)
-        if request.content_type != "application/json" or IDEMPOTENCY_HEADER not in request.headers:
-            return web.json_response({"error": "bad request"}, status=400)
-        key = request.headers[IDEMPOTENCY_HEADER]
-        if key in admin.keys:
-            record_id = admin.keys[key]
-            if admin.repeat_status == 409:
-                return web.json_response({"id": record_id}, status=409)
-            return web.json_response({"id": record_id}, headers={REPLAYED_HEADER: "true"})
-        return web.json_response({"id": store(request, body)}, status=201)
-
-    def store(request: web.Request, body: bytes) -> str:
-        record_id = f"rec-{len(admin.records) + 1}"
-        admin.records[record_id] = json.loads(body)
-        admin.keys[request.headers[IDEMPOTENCY_HEADER]] = record_id
-        return record_id
-
-    async def moved(_request: web.Request) -> web.Response:
-        raise web.HTTPFound("/records")
-
-    app = web.Application()
-    app.router.add_post("/records", receive)
-    app.router.add_post("/old", moved)
-    return app
 
 
 @pytest.fixture
