@@ -199,3 +199,5 @@ class EventType(StrEnum):
     TASK_FAILED = "task.failed"
     # On user.{owner}: one of the user's own tasks changed state or progress.
     TASK_STATE = "task.state"
+    # On user.{id}: a message was acknowledged (other tabs take it down).
+    MESSAGE_ACKED = "message.acked"

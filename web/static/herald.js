@@ -516,6 +516,15 @@
   };
 
   // ---------------------------------------------------------------------------
+  /* Seen in another tab: take it down here too. */
+  function takeDownFlash(id) {
+    if (typeof id !== "number") { return; }
+    var items = document.querySelectorAll("#flash [data-message-id]");
+    Array.prototype.forEach.call(items, function (item) {
+      if (item.dataset.messageId === String(id)) { item.remove(); }
+    });
+  }
+
   function showFlash(envelope) {
     var data = envelope.data || {};
     if (typeof data.text !== "string") { return; }
@@ -523,6 +532,7 @@
     if (!area) { return; }
     var item = document.createElement("p");
     item.className = "flash flash-" + cssToken(data.level || "info");
+    if (typeof data.id === "number") { item.dataset.messageId = String(data.id); }
     item.textContent = data.text;
     // Local paths only, as the server's local_path filter: browsers drop tabs and
     // newlines from URLs and read "/\host" as "//host", another site.
@@ -559,7 +569,11 @@
     if (body.dataset.userId) {
       live.subscribe("user." + body.dataset.userId, function (envelope) {
         var type = String(envelope.type || "");
-        if (type.indexOf("flash") !== -1 || type.indexOf("message") === 0) { showFlash(envelope); }
+        if (type === "message.acked") {
+          takeDownFlash(envelope.data && envelope.data.id);
+        } else if (type.indexOf("flash") !== -1 || type.indexOf("message") === 0) {
+          showFlash(envelope);
+        }
       }, {
         subscribed: function () {
           // The submission page says "live" only once its own topic is subscribed.
