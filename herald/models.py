@@ -315,6 +315,8 @@ class Message(Base):
     level: Mapped[str] = mapped_column(String(16), default="info")
     text: Mapped[str] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(String(1024))
+    # How a flash is shown: {"button": {"label", "url"}, "modal": bool, "autohide": seconds}.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     acked_at: Mapped[datetime | None]

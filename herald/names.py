@@ -199,5 +199,7 @@ class EventType(StrEnum):
     TASK_FAILED = "task.failed"
     # On user.{owner}: one of the user's own tasks changed state or progress.
     TASK_STATE = "task.state"
+    # On user.{id}: a flash message to show (herald.flash).
+    FLASH = "flash"
     # On user.{id}: a message was acknowledged (other tabs take it down).
     MESSAGE_ACKED = "message.acked"

@@ -516,12 +516,97 @@
   };
 
   // ---------------------------------------------------------------------------
+  /* Flashes: a flash counts as seen once it has been on screen (page visible, at
+     least half in view) for SEEN_AFTER_MS, or the user acted on it; then the page
+     acknowledges it, and it stops coming back on later page views. */
+  var SEEN_AFTER_MS = 3000;
+  var TICK_MS = 250;
+  // Local paths only, as the server's local_path filter: browsers drop tabs and
+  // newlines from URLs and read "/\host" as "//host", another site.
+  var LOCAL_PATH = /^\/(?![\/\\])[^\\\u0000-\u001f]*$/;
+  var watchedFlashes = [];
+  var flashObserver = typeof IntersectionObserver === "function"
+    ? new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) { entry.target.heraldInView = entry.isIntersecting; });
+    }, { threshold: 0.5 })
+    : null;
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") || "" : "";
+  }
+
+  function ackFlash(item) {
+    var id = item.dataset.messageId || "";
+    if (item.dataset.acked === "1" || !/^\d+$/.test(id)) { return; }
+    item.dataset.acked = "1";
+    // keepalive: the acknowledgement survives the click that navigates away.
+    fetch("/api/messages/" + id + "/ack", {
+      method: "POST",
+      credentials: "same-origin",
+      keepalive: true,
+      headers: { "X-CSRF-Token": csrfToken(), Accept: "application/json" }
+    }).then(function (response) {
+      if (!response.ok && response.status !== 404) { delete item.dataset.acked; }
+    }, function () { delete item.dataset.acked; });
+  }
+
+  function removeFlash(item) {
+    var dialog = item.closest("dialog");
+    if (dialog) {
+      if (dialog.open) { dialog.close(); }
+      dialog.remove();
+    } else {
+      item.remove();
+    }
+  }
+
+  function watchFlash(item) {
+    if (item.heraldWatched) { return; }
+    item.heraldWatched = true;
+    item.heraldInView = flashObserver === null;
+    item.heraldShownMs = 0;
+    item.addEventListener("click", function (event) {
+      var act = event.target.closest("[data-act]");
+      if (!act) { return; }
+      ackFlash(item);
+      if (act.hasAttribute("data-dismiss")) { removeFlash(item); }
+    });
+    if (item.dataset.modal === "1" && typeof HTMLDialogElement === "function") {
+      var dialog = document.createElement("dialog");
+      dialog.className = "flash-modal";
+      dialog.appendChild(item);
+      document.body.appendChild(dialog);
+      dialog.addEventListener("cancel", function () { ackFlash(item); dialog.remove(); });
+      dialog.showModal();
+    }
+    if (flashObserver) { flashObserver.observe(item); }
+    watchedFlashes.push(item);
+  }
+
+  function tickFlashes() {
+    var visible = document.visibilityState === "visible";
+    watchedFlashes = watchedFlashes.filter(function (item) { return item.isConnected; });
+    watchedFlashes.forEach(function (item) {
+      if (!visible || !item.heraldInView) { return; }
+      item.heraldShownMs += TICK_MS;
+      if (item.heraldShownMs >= SEEN_AFTER_MS) { ackFlash(item); }
+      var autohide = parseInt(item.dataset.autohide, 10);
+      if (autohide > 0 && item.heraldShownMs >= autohide * 1000) {
+        ackFlash(item);
+        removeFlash(item);
+      }
+    });
+  }
+
   /* Seen in another tab: take it down here too. */
   function takeDownFlash(id) {
     if (typeof id !== "number") { return; }
-    var items = document.querySelectorAll("#flash [data-message-id]");
-    Array.prototype.forEach.call(items, function (item) {
-      if (item.dataset.messageId === String(id)) { item.remove(); }
+    watchedFlashes.forEach(function (item) {
+      if (item.dataset.messageId === String(id)) {
+        item.dataset.acked = "1";
+        removeFlash(item);
+      }
     });
   }
 
@@ -530,20 +615,46 @@
     if (typeof data.text !== "string") { return; }
     var area = document.getElementById("flash");
     if (!area) { return; }
-    var item = document.createElement("p");
+    if (typeof data.id === "number" &&
+        area.querySelector('[data-message-id="' + String(data.id) + '"]')) { return; }
+    var options = data.options || {};
+    var item = document.createElement("div");
     item.className = "flash flash-" + cssToken(data.level || "info");
+    item.setAttribute("role", "status");
     if (typeof data.id === "number") { item.dataset.messageId = String(data.id); }
-    item.textContent = data.text;
-    // Local paths only, as the server's local_path filter: browsers drop tabs and
-    // newlines from URLs and read "/\host" as "//host", another site.
-    if (typeof data.link === "string" && /^\/(?![\/\\])[^\\\u0000-\u001f]*$/.test(data.link)) {
+    if (typeof options.autohide === "number" && options.autohide > 0) {
+      item.dataset.autohide = String(Math.round(options.autohide));
+    }
+    if (options.modal === true) { item.dataset.modal = "1"; }
+    var text = document.createElement("span");
+    text.className = "flash-text";
+    text.textContent = data.text;
+    item.appendChild(text);
+    function action(label, url, className) {
+      if (typeof url !== "string" || !LOCAL_PATH.test(url)) { return; }
       var link = document.createElement("a");
-      link.href = data.link;
-      link.textContent = "Open";
+      link.href = url;
+      link.textContent = String(label);
+      if (className) { link.className = className; }
+      link.dataset.act = "";
       item.appendChild(document.createTextNode(" "));
       item.appendChild(link);
     }
+    action("Open", data.link, "");
+    if (options.button && typeof options.button === "object") {
+      action(options.button.label || "Open", options.button.url, "button");
+    }
+    var dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "flash-dismiss";
+    dismiss.dataset.act = "";
+    dismiss.dataset.dismiss = "";
+    dismiss.setAttribute("aria-label", "Dismiss");
+    dismiss.textContent = "×";
+    item.appendChild(document.createTextNode(" "));
+    item.appendChild(dismiss);
     area.appendChild(item);
+    watchFlash(item);
   }
 
   function setLiveState(state) {
@@ -558,6 +669,9 @@
 
   function boot() {
     var body = document.body;
+    // Flashes from the server are watched even when live updates cannot start.
+    Array.prototype.forEach.call(document.querySelectorAll("#flash [data-message-id]"), watchFlash);
+    setInterval(tickFlashes, TICK_MS);
     if (!body.dataset.ticketUrl) { return; }  // signed out: nothing to connect
     if (typeof autobahn === "undefined") {
       setLiveState("unavailable");
