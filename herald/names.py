@@ -199,6 +199,10 @@ class EventType(StrEnum):
     TASK_FAILED = "task.failed"
     # On user.{owner}: one of the user's own tasks changed state or progress.
     TASK_STATE = "task.state"
+    # On submission.{id}: its grade was released.
+    GRADE_RELEASED = "grade.released"
+    # On assignment.{id}: a release ran (how many grades it released).
+    GRADES_RELEASED = "grades.released"
     # On user.{id}: a flash message to show (herald.flash).
     FLASH = "flash"
     # On user.{id}: a message was acknowledged (other tabs take it down).

@@ -146,4 +146,5 @@ def _load_builtin_kinds() -> None:
     # Importing the modules registers their kinds; done lazily because they import
     # the context, which imports this module.
     import workers.diag
+    import workers.grades
     import workers.submission_kinds  # noqa: F401

@@ -108,7 +108,8 @@ async def test_the_right_token_gets_past_csrf(
     """The control: the same routes with the right token are not refused as forgeries."""
     csrf = await login(client, "alice")
     url = _url(canonical, demo)
-    kwargs = _multipart(csrf) if "submi" in canonical else _form(csrf)
+    upload = canonical.endswith(("/submissions", "/submit"))
+    kwargs = _multipart(csrf) if upload else _form(csrf)
     response = await client.request(method, url, allow_redirects=False, **kwargs)
     assert response.status != 403, (method, url, await response.text())
 
