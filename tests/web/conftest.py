@@ -146,3 +146,15 @@ async def assert_nothing_stored(client: Client, demo: Demo) -> None:
     async with demo.sessions() as db:
         assert await db.scalar(select(func.count()).select_from(Submission)) == 0
         assert await db.scalar(select(func.count()).select_from(Task)) == 0
+
+
+async def submit_essay(client: Client, demo: Demo) -> int:
+    """Alice uploads a small essay through the API; returns the submission id."""
+    csrf = await login(client, "alice")
+    response = await client.post(
+        f"/api/assignments/{demo.assignment_id}/submissions",
+        data=upload_form(b"My essay\n"),
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert response.status == 202, await response.text()
+    return int((await response.json())["id"])

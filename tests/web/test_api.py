@@ -12,7 +12,14 @@ from sqlalchemy import update
 from herald.events import EventPublisher
 from herald.models import Submission, Task, TaskStatus, utcnow
 from herald.sessions import SessionStore
-from tests.web.conftest import Client, ClientFactory, Demo, login, settings_of, upload_form
+from tests.web.conftest import (
+    Client,
+    ClientFactory,
+    Demo,
+    login,
+    settings_of,
+    submit_essay,
+)
 from web import create_app
 from web.keys import SESSIONS
 from workers.pipeline import SUBMISSION_STEPS
@@ -126,20 +133,9 @@ async def test_ticket_requires_login(client: Client) -> None:
     assert (await client.get("/api/wamp/ticket")).status == 401
 
 
-async def _submit(client: Client, demo: Demo) -> int:
-    csrf = await login(client, "alice")
-    response = await client.post(
-        f"/api/assignments/{demo.assignment_id}/submissions",
-        data=upload_form(b"My essay\n"),
-        headers={"X-CSRF-Token": csrf},
-    )
-    assert response.status == 202, await response.text()
-    return int((await response.json())["id"])
-
-
 async def test_submission_state_for_owner_staff_and_others(client: Client, demo: Demo) -> None:
     """The owner and the marker see the submission; another student gets 404."""
-    submission_id = await _submit(client, demo)
+    submission_id = await submit_essay(client, demo)
     body = await (await client.get(f"/api/submissions/{submission_id}")).json()
     assert body["id"] == submission_id
     assert body["status"] == "received"
@@ -164,7 +160,7 @@ async def test_submission_state_for_owner_staff_and_others(client: Client, demo:
 
 async def test_seq_comes_from_the_topic_counter(client: Client, demo: Demo, redis: Redis) -> None:
     """The state's seq is the topic's last published seq."""
-    submission_id = await _submit(client, demo)
+    submission_id = await submit_essay(client, demo)
     publisher = EventPublisher(redis)
     for _ in range(3):
         await publisher.publish(f"submission.{submission_id}", "submission.status", {})
@@ -174,7 +170,7 @@ async def test_seq_comes_from_the_topic_counter(client: Client, demo: Demo, redi
 
 async def test_grade_hidden_until_released(client: Client, demo: Demo) -> None:
     """A grade is null in the API until grade_released_at is set."""
-    submission_id = await _submit(client, demo)
+    submission_id = await submit_essay(client, demo)
     async with demo.sessions.begin() as db:
         await db.execute(update(Submission).where(Submission.id == submission_id).values(grade="A"))
     body = await (await client.get(f"/api/submissions/{submission_id}")).json()
@@ -232,7 +228,7 @@ async def test_preview_is_served_to_those_who_may_see_the_submission(
     client: Client, demo: Demo
 ) -> None:
     """Once the thumbnail step made its PNG: the owner and staff get it; others 404."""
-    submission_id = await _submit(client, demo)
+    submission_id = await submit_essay(client, demo)
     assert (await client.get(f"/api/submissions/{submission_id}/thumbnail")).status == 404
     png = settings_of(client).files_dir / "thumbnails" / "made.png"
     png.parent.mkdir(parents=True, exist_ok=True)

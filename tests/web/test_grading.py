@@ -3,26 +3,14 @@ grades stay hidden from students until released, and a release tells each studen
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from herald.models import Message, MessageKind, Task, TaskStatus
 from tests.support import eventually
-from tests.web.conftest import Client, Demo, login, settings_of, upload_form
-from workers import worker
-
-
-async def _submission(client: Client, demo: Demo) -> int:
-    csrf = await login(client, "alice")
-    response = await client.post(
-        f"/api/assignments/{demo.assignment_id}/submissions",
-        data=upload_form(b"My essay\n"),
-        headers={"X-CSRF-Token": csrf},
-    )
-    assert response.status == 202, await response.text()
-    return int((await response.json())["id"])
+from tests.web.conftest import Client, Demo, login, settings_of, submit_essay
+from tests.workers.support import worker_running
 
 
 async def _grade(client: Client, submission_id: int, grade: object, username: str = "mark") -> int:
@@ -43,7 +31,7 @@ async def _student_sees(client: Client, submission_id: int) -> object:
 async def test_only_markers_grade_and_students_see_nothing_before_release(
     client: Client, demo: Demo
 ) -> None:
-    submission_id = await _submission(client, demo)
+    submission_id = await submit_essay(client, demo)
     assert await _grade(client, submission_id, "A-") == 200
     assert await _grade(client, submission_id, "A+", username="alice") == 403
     assert await _grade(client, submission_id, "") == 400
@@ -59,7 +47,7 @@ async def test_only_markers_grade_and_students_see_nothing_before_release(
 async def test_release_now_shows_the_grade_and_flashes_the_student(
     client: Client, demo: Demo
 ) -> None:
-    submission_id = await _submission(client, demo)
+    submission_id = await submit_essay(client, demo)
     assert await _grade(client, submission_id, "B+") == 200
     csrf = await login(client, "alice")
     refused = await client.post(
@@ -76,17 +64,12 @@ async def test_release_now_shows_the_grade_and_flashes_the_student(
     )
     assert answer.status == 202, await answer.text()
 
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.serve(settings_of(client), stop, concurrency=2))
-    try:
+    async with worker_running(settings_of(client)):
 
         async def released() -> bool:
             return await _student_sees(client, submission_id) == "B+"
 
         await eventually(released, timeout=30, what="the release to run")
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 20)
     async with demo.sessions() as db:
         flashes = (
             await db.scalars(
@@ -99,7 +82,7 @@ async def test_release_now_shows_the_grade_and_flashes_the_student(
 
 
 async def test_a_scheduled_release_waits_for_its_time(client: Client, demo: Demo) -> None:
-    submission_id = await _submission(client, demo)
+    submission_id = await submit_essay(client, demo)
     assert await _grade(client, submission_id, "C") == 200
     csrf = await login(client, "mark")
     at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()

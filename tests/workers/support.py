@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -95,3 +98,17 @@ def assert_graph_order(names: list[str]) -> None:
     for step in SUBMISSION_STEPS:
         for before in step.after:
             assert names.index(before) < names.index(step.name), (before, step.name, names)
+
+
+@asynccontextmanager
+async def worker_running(settings: Settings, concurrency: int = 2) -> AsyncIterator[asyncio.Event]:
+    """A worker serving every queue in this process; stopped (and awaited) on exit."""
+    from workers import worker
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.serve(settings, stop, concurrency=concurrency))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)

@@ -30,8 +30,8 @@ from herald.settings import Settings
 from tests.clamd_server import CLAMD, NOT_INSTALLED, ClamdServer
 from tests.outside_world import SECRET, AdminSystem, FakeService, SmtpServer, admin_app
 from tests.support import eventually, free_port
-from tests.workers.support import assert_graph_order, submit_file
-from workers import step_handlers, steps, worker
+from tests.workers.support import assert_graph_order, submit_file, worker_running
+from workers import step_handlers, steps
 from workers.kinds import KINDS, kind_named
 from workers.pipeline import STEP_INDEX, SUBMISSION_STEPS
 from workers.scanner import EICAR_SIGNATURE
@@ -40,11 +40,8 @@ from workers.step_context import StepContext
 
 @pytest.fixture
 async def running_worker(settings: Settings, redis: Redis) -> AsyncIterator[asyncio.Event]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.serve(settings, stop, concurrency=2))
-    yield stop
-    stop.set()
-    await asyncio.wait_for(task, 20)
+    async with worker_running(settings) as stop:
+        yield stop
 
 
 async def _final_state(settings: Settings, sub_id: int) -> tuple[Submission, list[Task]]:
@@ -283,9 +280,7 @@ def clamd_settings(
 async def test_with_clamd_eicar_is_rejected_and_a_clean_file_passes(
     clamd_settings: Settings, redis: Redis
 ) -> None:
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.serve(clamd_settings, stop, concurrency=2))
-    try:
+    async with worker_running(clamd_settings):
         clean = await submit_file(clamd_settings, ESSAY.encode(), "essay.txt", "text/plain")
         infected = await submit_file(
             clamd_settings, b"essay\n" + EICAR_SIGNATURE + b"\n", "virus.txt", "text/plain"
@@ -297,9 +292,6 @@ async def test_with_clamd_eicar_is_rejected_and_a_clean_file_passes(
         assert sub.status == SubmissionStatus.REJECTED
         assert "Eicar-Test-Signature" in (sub.status_detail or "")
         assert Path(sub.upload_path).parent.name == "quarantine"
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 20)
 
 
 async def test_admin_system_down_for_good_fails_its_step_visibly_and_the_rest_finishes(
@@ -314,14 +306,9 @@ async def test_admin_system_down_for_good_fails_its_step_visibly_and_the_rest_fi
     )
     fast = dataclasses.replace(kind_named("submission.admin_sync"), retry_base=0.02)
     monkeypatch.setitem(KINDS, "submission.admin_sync", fast)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.serve(down, stop, concurrency=2))
-    try:
+    async with worker_running(down):
         sub_id = await submit_file(down, ESSAY.encode(), "essay.txt", "text/plain")
         sub, tasks = await _wait_final(down, sub_id)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 20)
     assert sub.status == SubmissionStatus.COMPLETE
     sync = tasks[STEP_INDEX["admin_sync"]]
     policy = SUBMISSION_STEPS[STEP_INDEX["admin_sync"]].max_attempts
@@ -361,14 +348,13 @@ async def test_production_settings_talk_to_the_real_outside_world(
             plagiarism_url=f"http://127.0.0.1:{service_port}/api/",
         )
         async with _serving(admin_app(admin), admin_port), _serving(service_app, service_port):
-            stop = asyncio.Event()
-            running = asyncio.create_task(worker.serve(production, stop, concurrency=2))
             try:
-                sub_id = await submit_file(production, ESSAY.encode(), "essay.txt", "text/plain")
-                sub, tasks = await _wait_final(production, sub_id)
+                async with worker_running(production):
+                    sub_id = await submit_file(
+                        production, ESSAY.encode(), "essay.txt", "text/plain"
+                    )
+                    sub, tasks = await _wait_final(production, sub_id)
             finally:
-                stop.set()
-                await asyncio.wait_for(running, 20)
                 service.hold.set()
     assert sub.status == SubmissionStatus.COMPLETE
     assert [t.status for t in tasks] == [TaskStatus.DONE] * len(SUBMISSION_STEPS)
