@@ -6,7 +6,8 @@ the message down too.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from aiohttp import web
 from sqlalchemy import or_, select, update
@@ -24,6 +25,10 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 MESSAGE_LIMIT = 100
+# The page's own random id for itself, sent with an acknowledgement and echoed in the
+# event, so the tab that acknowledged keeps showing the flash while the others drop it.
+TAB_HEADER: Final = "X-Herald-Tab"
+_TAB_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,32}", re.ASCII)
 
 
 def message_json(message: Message) -> dict[str, Any]:
@@ -76,7 +81,9 @@ async def ack_message(request: web.Request) -> web.Response:
             .values(acked_at=utcnow())
         )
     if acked.rowcount:  # type: ignore[attr-defined]
-        await request.app[PUBLISHER].publish(
-            user_topic(user.id), EventType.MESSAGE_ACKED, {"id": message_id}
-        )
+        event: dict[str, Any] = {"id": message_id}
+        tab = request.headers.get(TAB_HEADER, "")
+        if _TAB_RE.fullmatch(tab):
+            event["tab"] = tab
+        await request.app[PUBLISHER].publish(user_topic(user.id), EventType.MESSAGE_ACKED, event)
     return web.Response(status=204)

@@ -53,12 +53,13 @@ async def test_ack_marks_seen_once_and_tells_the_other_tabs(
     pubsub = redis.pubsub()
     await pubsub.subscribe(user_topic(demo.users["alice"].id))
     await pubsub.get_message(timeout=5)  # the subscription's confirmation
-    headers = {"X-CSRF-Token": csrf}
+    headers = {"X-CSRF-Token": csrf, "X-Herald-Tab": "tab-1"}
     assert (await client.post(f"/api/messages/{flash}/ack", headers=headers)).status == 204
     event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
     assert event is not None
     envelope = json.loads(event["data"])
-    assert (envelope["type"], envelope["data"]) == ("message.acked", {"id": flash})
+    # The acknowledging tab is named, so it keeps its copy while the others drop theirs.
+    assert (envelope["type"], envelope["data"]) == ("message.acked", {"id": flash, "tab": "tab-1"})
     # Again: still 204, nothing announced twice.
     assert (await client.post(f"/api/messages/{flash}/ack", headers=headers)).status == 204
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None
@@ -68,6 +69,22 @@ async def test_ack_marks_seen_once_and_tells_the_other_tabs(
     assert unread == []
     (seen,) = await (await client.get("/api/messages")).json()
     assert seen["acked_at"] is not None
+
+
+async def test_ack_echoes_only_a_well_formed_tab_id(
+    client: Client, demo: Demo, redis: Redis
+) -> None:
+    flash = await _add(demo, "alice", "Your upload is in")
+    csrf = await login(client, "alice")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(user_topic(demo.users["alice"].id))
+    await pubsub.get_message(timeout=5)
+    headers = {"X-CSRF-Token": csrf, "X-Herald-Tab": "<script>" + "x" * 40}
+    assert (await client.post(f"/api/messages/{flash}/ack", headers=headers)).status == 204
+    event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    assert event is not None
+    assert json.loads(event["data"])["data"] == {"id": flash}
+    await pubsub.aclose()
 
 
 async def test_ack_of_someone_elses_or_unknown_message_is_404(client: Client, demo: Demo) -> None:

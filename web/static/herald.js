@@ -525,6 +525,8 @@
   // newlines from URLs and read "/\host" as "//host", another site.
   var LOCAL_PATH = /^\/(?![\/\\])[^\\\u0000-\u001f]*$/;
   var watchedFlashes = [];
+  // This page's id in acknowledgements, so their echo does not take its own flashes down.
+  var TAB_ID = Math.random().toString(36).slice(2, 12) || "tab";
   var flashObserver = typeof IntersectionObserver === "function"
     ? new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) { entry.target.heraldInView = entry.isIntersecting; });
@@ -545,7 +547,7 @@
       method: "POST",
       credentials: "same-origin",
       keepalive: true,
-      headers: { "X-CSRF-Token": csrfToken(), Accept: "application/json" }
+      headers: { "X-CSRF-Token": csrfToken(), "X-Herald-Tab": TAB_ID, Accept: "application/json" }
     }).then(function (response) {
       if (!response.ok && response.status !== 404) { delete item.dataset.acked; }
     }, function () { delete item.dataset.acked; });
@@ -599,9 +601,11 @@
     });
   }
 
-  /* Seen in another tab: take it down here too. */
-  function takeDownFlash(id) {
-    if (typeof id !== "number") { return; }
+  /* Seen in another tab: take it down here too. The tab that acknowledged it keeps
+     showing it (the user is reading it) until it is dismissed or hides itself. */
+  function takeDownFlash(data) {
+    if (!data || typeof data.id !== "number" || data.tab === TAB_ID) { return; }
+    var id = data.id;
     watchedFlashes.forEach(function (item) {
       if (item.dataset.messageId === String(id)) {
         item.dataset.acked = "1";
@@ -684,7 +688,7 @@
       live.subscribe("user." + body.dataset.userId, function (envelope) {
         var type = String(envelope.type || "");
         if (type === "message.acked") {
-          takeDownFlash(envelope.data && envelope.data.id);
+          takeDownFlash(envelope.data);
         } else if (type.indexOf("flash") !== -1 || type.indexOf("message") === 0) {
           showFlash(envelope);
         }
