@@ -38,6 +38,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "level": message.level,
         "text": message.text,
         "link": message.link,
+        "options": message.options or {},
         "created_at": iso(message.created_at),
         "expires_at": iso(message.expires_at),
         "acked_at": iso(message.acked_at),

@@ -39,6 +39,7 @@ async def test_own_unexpired_messages_newest_first(client: Client, demo: Demo) -
         "level": "info",
         "text": "<b>processed</b>",  # JSON carries text; pages escape it
         "link": "/s/1",
+        "options": {},
         "created_at": body[1]["created_at"],
         "expires_at": None,
         "acked_at": None,

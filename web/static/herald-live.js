@@ -1,0 +1,215 @@
+/*
+ * Herald's live connection (plain JS, no build step; the page scripts load in order:
+ * herald-live.js, herald-flash.js, herald-submission.js, herald-marking.js, herald.js).
+ *
+ * LiveConnection: one WAMP connection per page, authenticated with a fresh
+ * single-use ticket from /api/wamp/ticket on every connect. autobahn-js stops
+ * auto-reconnecting after an abort (e.g. the router's authenticator was not
+ * registered yet), so its own retries are off (max_retries: 0) and this class
+ * reconnects after ANY close, with exponential backoff and jitter, and
+ * re-subscribes every topic on every open; each subscription's `subscribed` hook
+ * is where a page resyncs what it missed while not subscribed.
+ *
+ * Data only ever reaches the DOM through textContent and attributes, never
+ * innerHTML. Server data comes in through data-* attributes (CSP: no inline JS).
+ */
+(function () {
+  "use strict";
+
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 30000;
+  var STATE_TEXT = {
+    offline: "offline",
+    connecting: "connecting…",
+    live: "live",
+    reconnecting: "reconnecting…",
+    "signed-out": "signed out",
+    unavailable: "live updates unavailable"
+  };
+
+  function backoffDelay(attempt) {
+    var cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, Math.min(attempt, 16)));
+    // Half fixed, half random: after a router restart the browsers do not all
+    // come back in the same instant.
+    return cap / 2 + Math.random() * (cap / 2);
+  }
+
+  function getJson(url) {
+    return fetch(url, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" }
+    }).then(function (response) {
+      if (response.status === 401) {
+        var signedOut = new Error("signed out");
+        signedOut.signedOut = true;
+        throw signedOut;
+      }
+      if (!response.ok) {
+        throw new Error(url + " answered " + response.status);
+      }
+      return response.json();
+    });
+  }
+
+  /* The envelope may arrive as the first positional argument or as kwargs. */
+  function envelopeFrom(args, kwargs) {
+    var value = args && args.length ? args[0] : kwargs;
+    if (typeof value === "string") {
+      try {
+        value = JSON.parse(value);
+      } catch (e) {
+        return null;
+      }
+    }
+    return value && typeof value === "object" ? value : null;
+  }
+
+  function cssToken(value) {
+    return String(value || "").toLowerCase().replace(/[^a-z0-9_-]/g, "");
+  }
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") || "" : "";
+  }
+
+  function LiveConnection(options) {
+    this.ticketUrl = options.ticketUrl;
+    this.onState = options.onState || function () {};
+    this.subscriptions = [];
+    this.connection = null;
+    this.session = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.opened = false;
+    this.stopped = false;
+  }
+
+  LiveConnection.prototype.subscribe = function (topic, handler, hooks) {
+    var sub = { topic: topic, handler: handler, hooks: hooks || {} };
+    this.subscriptions.push(sub);
+    if (this.session) {
+      this._subscribeOne(this.session, sub);
+    }
+  };
+
+  LiveConnection.prototype.start = function () {
+    var self = this;
+    window.addEventListener("online", function () { self.reconnectNow(); });
+    this._connect();
+  };
+
+  LiveConnection.prototype.stop = function () {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.connection) {
+      try { this.connection.close(); } catch (e) { /* already closed */ }
+    }
+  };
+
+  /* Skip the rest of a backoff wait (the network came back). */
+  LiveConnection.prototype.reconnectNow = function () {
+    if (this.timer !== null && !this.stopped) {
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.attempt = 0;
+      this._connect();
+    }
+  };
+
+  LiveConnection.prototype._setState = function (state) {
+    this.state = state;
+    this.onState(state);
+  };
+
+  LiveConnection.prototype._connect = function () {
+    var self = this;
+    this.timer = null;
+    if (this.stopped) { return; }
+    this._setState(this.opened ? "reconnecting" : "connecting");
+    getJson(this.ticketUrl).then(function (grant) {
+      if (self.stopped) { return; }
+      var ticket = grant.ticket;
+      var connection = new autobahn.Connection({
+        url: grant.url,
+        realm: grant.realm,
+        authmethods: ["ticket"],
+        authid: grant.authid,
+        max_retries: 0,
+        onchallenge: function (session, method) {
+          if (method !== "ticket" || ticket === null) {
+            throw new Error("unexpected authentication challenge: " + method);
+          }
+          var value = ticket;
+          ticket = null;  // single use: a second challenge needs a new connect
+          return value;
+        }
+      });
+      connection.onopen = function (session) {
+        if (connection !== self.connection) { return; }
+        self.session = session;
+        self.attempt = 0;
+        self.opened = true;
+        self._setState("live");
+        self.subscriptions.forEach(function (sub) { self._subscribeOne(session, sub); });
+      };
+      connection.onclose = function (reason, details) {
+        if (connection === self.connection) {
+          self.connection = null;
+          self.session = null;
+          self._scheduleReconnect();
+        }
+        return true;  // never let autobahn retry: its ticket is spent
+      };
+      self.connection = connection;
+      connection.open();
+    }).catch(function (error) {
+      if (error && error.signedOut) {
+        self._setState("signed-out");
+        return;
+      }
+      self._scheduleReconnect();
+    });
+  };
+
+  LiveConnection.prototype._scheduleReconnect = function () {
+    if (this.stopped || this.timer !== null) { return; }
+    var self = this;
+    this._setState("reconnecting");
+    var delay = backoffDelay(this.attempt);
+    this.attempt += 1;
+    this.timer = setTimeout(function () { self._connect(); }, delay);
+  };
+
+  LiveConnection.prototype._subscribeOne = function (session, sub) {
+    var self = this;
+    session.subscribe(sub.topic, function (args, kwargs) {
+      var envelope = envelopeFrom(args, kwargs);
+      if (envelope) { sub.handler(envelope); }
+    }).then(function () {
+      if (session === self.session && sub.hooks.subscribed) { sub.hooks.subscribed(); }
+    }, function (error) {
+      if (sub.hooks.denied) { sub.hooks.denied(error); }
+    });
+  };
+
+  function setLiveState(state) {
+    var element = document.getElementById("live-state");
+    document.body.dataset.liveState = state;
+    if (state !== "live") { delete document.body.dataset.live; }
+    if (element) {
+      element.dataset.state = state;
+      element.textContent = STATE_TEXT[state] || state;
+    }
+  }
+
+  window.HeraldLive = {
+    LiveConnection: LiveConnection,
+    backoffDelay: backoffDelay,
+    getJson: getJson,
+    cssToken: cssToken,
+    csrfToken: csrfToken,
+    setLiveState: setLiveState
+  };
+}());
