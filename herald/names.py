@@ -203,6 +203,8 @@ class EventType(StrEnum):
     GRADE_RELEASED = "grade.released"
     # On assignment.{id}: a release ran (how many grades it released).
     GRADES_RELEASED = "grades.released"
+    # On assignment.{id}: its marking counts changed (submitted, processed, graded, released).
+    MARKING_PROGRESS = "marking.progress"
     # On user.{id}: a flash message to show (herald.flash).
     FLASH = "flash"
     # On user.{id}: a message was acknowledged (other tabs take it down).
