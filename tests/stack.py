@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from herald.health import health_key, instance_id
 from herald.settings import Settings
 from herald.supervisor import Supervisor
 from tests.conftest import stack_env
-from tests.support import RedisServer
+from tests.support import RedisServer, port_open, wait_until
 from workers.queue import RedisQueue
 from workers.queue_settings import update_queue
 
@@ -38,6 +39,56 @@ class Stack:
         for path in sorted(self.log_dir.glob("*.log")):
             parts.append(f"===== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
         return "\n".join(parts)
+
+    # --- a router restart, as a Crossbar node going away and coming back ----------
+    def router_running(self) -> bool:
+        return any(c.name == "router" and c.proc.poll() is None for c in self.supervisor.children)
+
+    def stop_router(self, grace: float = 15.0) -> None:
+        """Stop Crossbar alone (SIGTERM, then SIGKILL) and wait until its ports close;
+        the other processes keep running and lose their WAMP link."""
+        for child in [c for c in self.supervisor.children if c.name == "router"]:
+            if child.proc.poll() is None:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+            self.supervisor.children.remove(child)
+        ports = (self.settings.router_port, self.settings.backend_port)
+        wait_until(
+            lambda: not any(port_open(port) for port in ports),
+            timeout=grace,
+            what="the router's ports to close",
+        )
+
+    def start_router(self) -> None:
+        """Start Crossbar again (waits for its ports), unless it is running."""
+        if not self.router_running():
+            self.supervisor.start_router()
+
+    def backend_joined(self) -> bool:
+        """Whether router auth and the bridge hold their health keys, which they do only
+        while joined to the router (and, for the bridge, subscribed to Redis)."""
+        client = self.supervisor.redis_client()
+        try:
+            children = [c for c in self.supervisor.children if c.name in ("router-auth", "bridge")]
+            return len(children) == 2 and all(
+                client.exists(health_key(c.name, instance_id(c.proc.pid))) for c in children
+            )
+        finally:
+            client.close()
+
+    def ensure_router(self, timeout: float = 60.0) -> None:
+        """The router running and every backend component rejoined: the shared stack's
+        normal state, restored after a test that stopped the router."""
+        self.start_router()
+        wait_until(
+            self.backend_joined,
+            timeout=timeout,
+            what="router auth and the bridge to rejoin the router",
+        )
 
 
 def start_stack(root: Path) -> Iterator[Stack]:
