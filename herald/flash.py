@@ -8,7 +8,7 @@ few seconds, or the user acted on it) or it expires.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from herald.logs import get_logger
 from herald.models import Message, MessageKind, utcnow
 from herald.names import EventType, user_topic
 
-__all__ = ["LEVELS", "Flash", "flash_json", "send_flash"]
+__all__ = ["LEVELS", "Flash", "add_flashes", "flash_json", "publish_flashes", "send_flash"]
 
 log = get_logger(__name__)
 
@@ -69,6 +69,34 @@ def flash_json(message: Message) -> dict[str, Any]:
     }
 
 
+def add_flashes(db: AsyncSession, user_ids: Iterable[int], flash: Flash) -> list[Message]:
+    """Add ``flash`` for each user to ``db``'s transaction (publish after the commit with
+    :func:`publish_flashes`), so it is stored with the change it announces or not at all."""
+    expires = utcnow() + flash.ttl
+    messages = [
+        Message(
+            user_id=user_id,
+            kind=MessageKind.FLASH,
+            level=flash.level,
+            text=flash.text,
+            link=flash.link,
+            options=flash.options(),
+            expires_at=expires,
+        )
+        for user_id in user_ids
+    ]
+    db.add_all(messages)
+    return messages
+
+
+async def publish_flashes(
+    publisher: EventPublisher, flashes: Sequence[tuple[int, dict[str, Any]]]
+) -> None:
+    """Deliver stored flashes, ``(user id, flash_json)`` each, live."""
+    for user_id, payload in flashes:
+        await publisher.publish(user_topic(user_id), EventType.FLASH, payload)
+
+
 async def send_flash(
     sessions: async_sessionmaker[AsyncSession],
     publisher: EventPublisher,
@@ -76,25 +104,11 @@ async def send_flash(
     flash: Flash,
 ) -> list[int]:
     """Store ``flash`` for each user, then publish it to each; returns the message ids."""
-    expires = utcnow() + flash.ttl
     async with sessions.begin() as db:
-        messages = [
-            Message(
-                user_id=user_id,
-                kind=MessageKind.FLASH,
-                level=flash.level,
-                text=flash.text,
-                link=flash.link,
-                options=flash.options(),
-                expires_at=expires,
-            )
-            for user_id in user_ids
-        ]
-        db.add_all(messages)
+        messages = add_flashes(db, user_ids, flash)
         await db.flush()
         payloads = [(m.user_id, flash_json(m)) for m in messages]
     # Published after the commit: a browser that fetches on seeing it finds the row.
-    for user_id, payload in payloads:
-        await publisher.publish(user_topic(user_id), EventType.FLASH, payload)
+    await publish_flashes(publisher, payloads)
     log.info("flash sent", users=len(payloads), level=flash.level)
     return [payload["id"] for _user, payload in payloads]

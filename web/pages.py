@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from herald.access import course_role
+from herald.marking import marking_counts
 from herald.models import STAFF_ROLES, Assignment, CourseRole, User
 from herald.names import submission_topic
 from web.auth import (
@@ -20,6 +21,7 @@ from web.auth import (
     start_session,
 )
 from web.errors import BadCredentials, NotFound, TooManyAttempts, Unauthorized, WebError
+from web.grading import scheduled_releases
 from web.keys import DB, REDIS
 from web.queries import (
     assignments_for,
@@ -131,9 +133,11 @@ async def _assignment_page(
         mine = await recent_submissions(
             db, student_id=user.id, assignment_id=assignment_id, limit=20
         )
-        everyone = (
-            await recent_submissions(db, assignment_id=assignment_id, limit=200) if is_staff else []
-        )
+        everyone, counts, scheduled = [], None, []
+        if is_staff:
+            everyone = await recent_submissions(db, assignment_id=assignment_id, limit=200)
+            counts = await marking_counts(db, assignment_id)
+            scheduled = await scheduled_releases(db, assignment_id)
     types = accepted_types(assignment.allowed_types)
     return await render(
         request,
@@ -145,6 +149,8 @@ async def _assignment_page(
         is_staff=is_staff,
         mine=mine,
         everyone=everyone,
+        counts=counts,
+        scheduled=scheduled,
         error=error,
         accepts=describe_types(types),
         accept_hint=picker_hint(types),

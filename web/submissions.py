@@ -10,9 +10,10 @@ from redis.exceptions import RedisError
 
 from herald.access import course_role
 from herald.logs import get_logger
+from herald.marking import announce_marking
 from herald.models import Assignment, CourseRole, Submission, SubmissionStatus, User
 from web.errors import Forbidden, NotFound
-from web.keys import DB, QUEUE, SETTINGS
+from web.keys import DB, PUBLISHER, QUEUE, SETTINGS
 from web.uploads import accepted_types, receive_upload
 from workers.pipeline import plan_submission_tasks
 from workers.queue import job_for
@@ -77,6 +78,11 @@ async def accept_submission(request: web.Request, user: User, assignment_id: int
     except RedisError:
         # The DB row says "queued"; the reconciler re-enqueues it when Redis is back.
         log.warning("submission.enqueue_failed", exc_info=True)
+    try:
+        await announce_marking(request.app[PUBLISHER], assignment_id)
+    except RedisError:
+        # Only the markers' counts wait for the next announcement (or a page view).
+        log.warning("submission.announce_failed", exc_info=True)
     log.info(
         "submission.received",
         assignment_id=assignment_id,

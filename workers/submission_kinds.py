@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, select, update
 
+from herald.marking import announce_marking
 from herald.models import (
     SUBMISSION_FINAL,
     Submission,
@@ -159,10 +160,17 @@ class SubmissionHooks(KindHooks):
             await emit_step(services.publisher, run, EventType.STEP_FAILED, status, detail)
         if final:
             async with services.sessions() as db:
-                detail = await db.scalar(
-                    select(Submission.status_detail).where(Submission.id == run.submission_id)
-                )
-            await emit_step(services.publisher, run, EventType.SUBMISSION_STATUS, status, detail)
+                ended = (
+                    await db.execute(
+                        select(Submission.status_detail, Submission.assignment_id).where(
+                            Submission.id == run.submission_id
+                        )
+                    )
+                ).one()
+            await emit_step(
+                services.publisher, run, EventType.SUBMISSION_STATUS, status, ended.status_detail
+            )
+            await announce_marking(services.publisher, ended.assignment_id)
 
     async def after_recovered(self, run: TaskRun, services: Services) -> None:
         # Its events went out with its first settle; only make sure the jobs of the

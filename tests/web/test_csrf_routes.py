@@ -111,7 +111,9 @@ async def test_the_right_token_gets_past_csrf(
     upload = canonical.endswith(("/submissions", "/submit"))
     kwargs = _multipart(csrf) if upload else _form(csrf)
     response = await client.request(method, url, allow_redirects=False, **kwargs)
-    assert response.status != 403, (method, url, await response.text())
+    # A student may still be refused (403) for who they are, but never as a forgery.
+    text = await response.text()
+    assert response.status != 403 or "did not come from this site" not in text, (method, url, text)
 
 
 async def test_sign_in_from_a_foreign_page_is_refused(client: Client, demo: Demo) -> None:

@@ -3,11 +3,15 @@ grades stay hidden from students until released, and a release tells each studen
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from herald.models import Message, MessageKind, Task, TaskStatus
+from herald.names import assignment_topic
 from tests.support import eventually
 from tests.web.conftest import Client, Demo, login, settings_of, submit_essay
 from tests.workers.support import worker_running
@@ -100,3 +104,104 @@ async def test_a_scheduled_release_waits_for_its_time(client: Client, demo: Demo
     naive = await client.post(url, json={"at": "2026-12-01T09:00:00"}, headers=headers)
     assert naive.status == 400
     assert (await client.post(url, json={"at": "soon"}, headers=headers)).status == 400
+
+
+async def _marking(client: Client, demo: Demo, query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/api/assignments/{demo.assignment_id}/marking{query}")
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_marking_counts_follow_uploads_grades_and_releases(
+    client: Client, demo: Demo, redis: Redis
+) -> None:
+    first = await submit_essay(client, demo)
+    second = await submit_essay(client, demo)
+    await login(client, "mark")
+    counts = await _marking(client, demo, f"?submissions={first},{second},x,0")
+    assert {k: counts[k] for k in ("submitted", "processed", "graded", "released")} == {
+        "submitted": 2,
+        "processed": 0,
+        "graded": 0,
+        "released": 0,
+    }
+    assert counts["grades"] == {
+        str(first): {"grade": None, "released": False},
+        str(second): {"grade": None, "released": False},
+    }
+    # A grade is announced on the assignment's topic, without figures: students may
+    # follow that topic, and the counts are the markers' business.
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(assignment_topic(demo.assignment_id))
+    await pubsub.get_message(timeout=5)
+    assert await _grade(client, first, "A") == 200
+    event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    await pubsub.aclose()
+    assert event is not None
+    envelope = json.loads(event["data"])
+    assert envelope["type"] == "marking.progress"
+    assert envelope["data"] == {"assignment_id": demo.assignment_id}
+
+    async with worker_running(settings_of(client)):
+
+        async def processed_and_released() -> bool:
+            now = await _marking(client, demo)
+            return now["processed"] == 2 and now["released"] == 1
+
+        csrf = await login(client, "mark")
+        release = await client.post(
+            f"/api/assignments/{demo.assignment_id}/release",
+            json={"at": None},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert release.status == 202
+        await eventually(processed_and_released, timeout=60, what="pipelines and the release")
+    counts = await _marking(client, demo, f"?submissions={first}")
+    assert (counts["graded"], counts["released"]) == (1, 1)
+    assert counts["grades"] == {str(first): {"grade": "A", "released": True}}
+
+
+async def test_marking_is_for_the_course_staff_only(client: Client, demo: Demo) -> None:
+    await login(client, "alice")
+    refused = await client.get(f"/api/assignments/{demo.assignment_id}/marking")
+    assert refused.status == 403
+    await login(client, "mark")
+    assert (await client.get("/api/assignments/999999/marking")).status == 404
+
+
+async def test_the_forms_grade_and_schedule_without_javascript(client: Client, demo: Demo) -> None:
+    submission_id = await submit_essay(client, demo)
+    csrf = await login(client, "mark")
+    graded = await client.post(
+        f"/submissions/{submission_id}/grade",
+        data={"csrf_token": csrf, "grade": " B- "},
+        allow_redirects=False,
+    )
+    assert graded.status == 303
+    assert graded.headers["Location"] == (
+        f"/assignments/{demo.assignment_id}#submission-{submission_id}"
+    )
+    counts = await _marking(client, demo, f"?submissions={submission_id}")
+    assert counts["grades"][str(submission_id)] == {"grade": "B-", "released": False}
+
+    url = f"/assignments/{demo.assignment_id}/release"
+    # A local time in the browser's zone: 10:00 in London in December is 10:00 UTC.
+    scheduled = await client.post(
+        url,
+        data={"csrf_token": csrf, "when": "at", "at": "2099-12-01T10:00", "tz": "Europe/London"},
+        allow_redirects=False,
+    )
+    assert scheduled.status == 303
+    (release,) = (await _marking(client, demo))["scheduled"]
+    assert release["at"] == "2099-12-01T10:00:00.000Z"
+    for bad in (
+        {"when": "at", "at": "", "tz": "UTC"},
+        {"when": "at", "at": "2099-12-01T10:00", "tz": "Mars/Olympus"},
+    ):
+        refused = await client.post(url, data={"csrf_token": csrf, **bad}, allow_redirects=False)
+        assert refused.status == 400
+    assert len((await _marking(client, demo))["scheduled"]) == 1
+
+    page = await (await client.get(f"/assignments/{demo.assignment_id}")).text()
+    assert 'data-count="graded">1<' in page
+    assert "2099-12-01T10:00:00.000Z" in page

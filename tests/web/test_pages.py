@@ -255,9 +255,10 @@ async def test_user_text_is_escaped_on_every_page(client: Client, demo: Demo) ->
 
 def test_page_scripts_never_write_html() -> None:
     """The page JS puts data into the DOM as text and attributes only, never as markup."""
-    for script in STATIC_DIR.glob("*.js"):
-        source = script.read_text()
+    scripts = list(STATIC_DIR.glob("*.js"))
+    assert len(scripts) >= 5
+    for script in scripts:
+        # Comments may name the sinks (to forbid them); the code may not use them.
+        source = re.sub(r"/\*.*?\*/|//[^\n]*", "", script.read_text(), flags=re.DOTALL)
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-            # The header comment names innerHTML to forbid it.
-            uses = source.count(sink) - (1 if sink == "innerHTML" else 0)
-            assert uses == 0, f"{script.name} uses {sink}"
+            assert sink not in source, f"{script.name} uses {sink}"

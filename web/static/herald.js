@@ -20,7 +20,7 @@
     var root = document.querySelector('[data-page="submission"]');
     var page = root ? new Submission.SubmissionPage(root, live) : null;
     if (body.dataset.userId) {
-      window.HeraldFlash.follow(live, body.dataset.userId, function () {
+      window.HeraldFlash.follow(live, body.dataset.userId, body.dataset.courseIds, function () {
         // The submission page says "live" only once its own topic is subscribed.
         if (!page) { body.dataset.live = "1"; }
       });
@@ -29,6 +29,8 @@
     Array.prototype.forEach.call(document.querySelectorAll("table[data-live-list]"), function (table) {
       new Submission.SubmissionList(table, live).start();
     });
+    var marking = document.querySelector("[data-marking]");
+    if (marking) { new window.HeraldMarking.MarkingPanel(marking, live).start(); }
     window.Herald = { live: live, submissionPage: page };
     live.start();
   }
