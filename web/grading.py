@@ -114,14 +114,17 @@ def _release_time(at: object, zone: str | None = None) -> float | None:
     return moment.astimezone(UTC).timestamp()
 
 
-async def _release(request: web.Request, user: User, assignment_id: int, when: float | None) -> int:
-    """Queue the release task (delayed to ``when``); returns its id."""
+async def _release(
+    request: web.Request, user: User, assignment_id: int, when: float | None, *, email: bool
+) -> int:
+    """Queue the release task (delayed to ``when``; each student also emailed if
+    ``email``); returns its id."""
     async with request.app[DB]() as db:
         course_id = await db.scalar(
             select(Assignment.course_id).where(Assignment.id == assignment_id)
         )
     await _require_staff(request, user, course_id)
-    params: dict[str, Any] = {"assignment_id": assignment_id}
+    params: dict[str, Any] = {"assignment_id": assignment_id, "email": email}
     if when is not None:
         params["at"] = iso(datetime.fromtimestamp(when, UTC))
     transactions = Transactions(request.app[ENGINE])
@@ -137,7 +140,9 @@ async def _release(request: web.Request, user: User, assignment_id: int, when: f
                     owner_id=user.id,
                     # A scheduled release is made once however often it is clicked; a
                     # release now may run again later (it releases only what is new).
-                    key=None if when is None else f"release-{assignment_id}-{int(when)}",
+                    key=(
+                        None if when is None else f"release-{assignment_id}-{int(when)}-{email:d}"
+                    ),
                 )
             ],
         )
@@ -178,16 +183,20 @@ async def set_grade_form(request: web.Request) -> web.Response:
 
 @routes.post("/api/assignments/{aid}/release")
 async def release(request: web.Request) -> web.Response:
-    """Release the assignment's grades now (``"at": null``) or at an ISO time."""
+    """Release the assignment's grades now (``"at": null``) or at an ISO time; with
+    ``"email": true`` each student is emailed too."""
     user, _ = require_user(request)
     assignment_id = parse_id(request.match_info["aid"])
     body = await _json_object(request)
     at = body.get("at")
+    email = body.get("email", False)
+    if not isinstance(email, bool):
+        raise BadJson("email must be true or false.")
     try:
         when = _release_time(at)
     except BadRequest as exc:
         raise BadJson(exc.message) from None
-    task_id = await _release(request, user, assignment_id, when)
+    task_id = await _release(request, user, assignment_id, when, email=email)
     return web.json_response({"task": task_id, "at": at}, status=202)
 
 
@@ -206,7 +215,7 @@ async def release_form(request: web.Request) -> web.Response:
         if not at:
             raise BadRequest("Choose the date and time to release the grades at.")
         when = _release_time(at, zone)
-    await _release(request, user, assignment_id, when)
+    await _release(request, user, assignment_id, when, email=form.get("email") == "1")
     return web.Response(status=303, headers={"Location": f"/assignments/{assignment_id}#marking"})
 
 

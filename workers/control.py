@@ -31,7 +31,9 @@ __all__ = [
     "TaskControlError",
     "TaskRequest",
     "cancel_task",
+    "enqueue_recorded",
     "list_tasks",
+    "record_tasks",
     "retry_task",
     "submit_tasks",
 ]
@@ -99,20 +101,35 @@ async def submit_tasks(
     A request whose idempotency key names an existing task returns that task
     (``created=False``) and changes nothing, even when two submits race.
     """
-    now = utcnow()
-    rows = [_row_for(request) for request in requests]
-    keys = [r.key for r in requests if r.key is not None]
     for attempt in (1, 2):
         try:
-            existing, new_ids = await transactions.run(lambda conn: _record(conn, rows, keys, now))
+            result, jobs = await transactions.run(lambda conn: record_tasks(conn, requests))
             break
         except IntegrityError:
             # A concurrent submit with the same key won the race: looking the keys up
             # again finds its task, which is the answer. Any other conflict is raised.
-            if not keys or attempt == 2:
+            if not any(request.key for request in requests) or attempt == 2:
                 raise
+    await enqueue_recorded(queue, jobs)
+    return result
+
+
+RecordedJobs = dict[float | None, list[Job]]
+
+
+def record_tasks(
+    conn: Connection, requests: Sequence[TaskRequest]
+) -> tuple[list[Submitted], RecordedJobs]:
+    """Insert the tasks' rows in ``conn``'s transaction; the answers, and the jobs to
+    hand :func:`enqueue_recorded` once it has committed. A caller that records tasks
+    with its own change commits both or neither; if it dies before enqueueing, the
+    reconciler enqueues the rows it finds queued."""
+    now = utcnow()
+    rows = [_row_for(request) for request in requests]
+    keys = [r.key for r in requests if r.key is not None]
+    existing, new_ids = _record(conn, rows, keys, now)
     result: list[Submitted] = []
-    jobs: dict[float | None, list[Job]] = {}
+    jobs: RecordedJobs = {}
     for request, row in zip(requests, rows, strict=True):
         if row["idempotency_key"] in existing:
             result.append(Submitted(existing[row["idempotency_key"]], created=False))
@@ -120,9 +137,13 @@ async def submit_tasks(
         task_id = next(new_ids)
         result.append(Submitted(task_id, created=True))
         jobs.setdefault(request.at, []).append(job_for(SimpleNamespace(id=task_id, **row)))
+    return result, jobs
+
+
+async def enqueue_recorded(queue: RedisQueue, jobs: RecordedJobs) -> None:
+    """Enqueue the jobs of committed :func:`record_tasks` rows (each at its time)."""
     for at, batch in jobs.items():
         await queue.enqueue(*batch, at=at)
-    return result
 
 
 def _record(

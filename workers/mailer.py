@@ -38,7 +38,9 @@ __all__ = [
     "MailPermanentError",
     "MailRetryableError",
     "Mailer",
+    "build_grade_notice",
     "build_receipt",
+    "grade_notice_key",
     "receipt_key",
 ]
 
@@ -114,6 +116,29 @@ def _size_text(size: int) -> str:
     return f"{value:.1f} GB"
 
 
+def _recipient(to_address: str, to_name: str) -> Address:
+    try:
+        return Address(_one_line(to_name, 100), addr_spec=to_address.strip())
+    except (ValueError, IndexError) as exc:
+        # email's parser raises ValueError subclasses (and, on some input, IndexError).
+        raise MailPermanentError(f"{to_address!r} is not a usable email address ({exc})") from None
+
+
+def _automatic_message(
+    *, key: str, recipient: Address, subject: str, body: str, sender: Address, now: datetime | None
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = f"<{key}@{sender.domain}>"
+    # RFC 3834: an automatic message; vacation responders must not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(body)
+    return message
+
+
 def build_receipt(
     *,
     key: str,
@@ -139,45 +164,81 @@ def build_receipt(
     _check_key(key)
     if received_at.tzinfo is None:
         raise ValueError("received_at must be timezone-aware")
-    try:
-        recipient = Address(_one_line(to_name, 100), addr_spec=to_address.strip())
-    except (ValueError, IndexError) as exc:
-        # email's parser raises ValueError subclasses (and, on some input, IndexError).
-        raise MailPermanentError(f"{to_address!r} is not a usable email address ({exc})") from None
+    recipient = _recipient(to_address, to_name)
     title = _one_line(assignment_title, 150)
     name = _one_line(to_name, 100) or "there"
     where = f" ({_one_line(course, 100)})" if course else ""
     received = received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     size_line = _size_text(size) if size < 1024 else f"{_size_text(size)} ({size:,} bytes)"
-
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = f"Submission received: {title}"
-    message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = f"<{key}@{sender.domain}>"
-    # RFC 3834: an automatic message; vacation responders must not answer it.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(
-        f"Hello {name},\n"
-        "\n"
-        f'This is your receipt for a submission to "{title}"{where}.\n'
-        "\n"
-        f"File:      {_one_line(filename)}\n"
-        f"Size:      {size_line}\n"
-        f"SHA-256:   {_one_line(sha256, 64)}\n"
-        f"Received:  {received}\n"
-        "\n"
-        "Follow its progress, and see your grade once it is released, at:\n"
-        f"{_one_line(link, 500)}\n"
-        "\n"
-        "The SHA-256 fingerprint identifies exactly the file Herald received.\n"
-        "Keep this email as your proof of submission.\n"
-        "\n"
-        "-- \n"
-        "Herald\n"
+    return _automatic_message(
+        key=key,
+        recipient=recipient,
+        subject=f"Submission received: {title}",
+        sender=sender,
+        now=now,
+        body=(
+            f"Hello {name},\n"
+            "\n"
+            f'This is your receipt for a submission to "{title}"{where}.\n'
+            "\n"
+            f"File:      {_one_line(filename)}\n"
+            f"Size:      {size_line}\n"
+            f"SHA-256:   {_one_line(sha256, 64)}\n"
+            f"Received:  {received}\n"
+            "\n"
+            "Follow its progress, and see your grade once it is released, at:\n"
+            f"{_one_line(link, 500)}\n"
+            "\n"
+            "The SHA-256 fingerprint identifies exactly the file Herald received.\n"
+            "Keep this email as your proof of submission.\n"
+            "\n"
+            "-- \n"
+            "Herald\n"
+        ),
     )
-    return message
+
+
+def grade_notice_key(submission_id: int) -> str:
+    """The key of a submission's grade notice: one per submission, however many runs."""
+    return f"submission-{submission_id}.grade"
+
+
+def build_grade_notice(
+    *,
+    key: str,
+    to_address: str,
+    to_name: str,
+    assignment_title: str,
+    link: str,
+    course: str | None = None,
+    sender: Address = DEFAULT_SENDER,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """Tells the student their grade is out. The grade itself stays on the page, behind
+    the sign-in: mail is read on shared screens and forwarded."""
+    _check_key(key)
+    recipient = _recipient(to_address, to_name)
+    title = _one_line(assignment_title, 150)
+    name = _one_line(to_name, 100) or "there"
+    where = f" ({_one_line(course, 100)})" if course else ""
+    return _automatic_message(
+        key=key,
+        recipient=recipient,
+        subject=f"Your grade is out: {title}",
+        sender=sender,
+        now=now,
+        body=(
+            f"Hello {name},\n"
+            "\n"
+            f'Your grade for "{title}"{where} has been released.\n'
+            "\n"
+            "Sign in to see it at:\n"
+            f"{_one_line(link, 500)}\n"
+            "\n"
+            "-- \n"
+            "Herald\n"
+        ),
+    )
 
 
 @dataclass(frozen=True)

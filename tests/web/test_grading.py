@@ -205,3 +205,40 @@ async def test_the_forms_grade_and_schedule_without_javascript(client: Client, d
     page = await (await client.get(f"/assignments/{demo.assignment_id}")).text()
     assert 'data-count="graded">1<' in page
     assert "2099-12-01T10:00:00.000Z" in page
+
+
+async def test_release_with_email_sends_each_student_one_notice(client: Client, demo: Demo) -> None:
+    submission_id = await submit_essay(client, demo)
+    assert await _grade(client, submission_id, "A*") == 200
+    csrf = await login(client, "mark")
+    url = f"/api/assignments/{demo.assignment_id}/release"
+    headers = {"X-CSRF-Token": csrf}
+    assert (
+        await client.post(url, json={"at": None, "email": "yes"}, headers=headers)
+    ).status == 400
+    answer = await client.post(url, json={"at": None, "email": True}, headers=headers)
+    assert answer.status == 202
+    notice = settings_of(client).var_dir / "outbox" / f"submission-{submission_id}.grade.eml"
+    async with worker_running(settings_of(client)):
+
+        async def mailed() -> bool:
+            return notice.exists()
+
+        await eventually(mailed, timeout=30, what="the grade notice")
+        # Released again: nothing new to release, nobody mailed twice.
+        again = await client.post(url, json={"at": None, "email": True}, headers=headers)
+        assert again.status == 202
+
+        async def ran() -> bool:
+            async with demo.sessions() as db:
+                task = await db.get(Task, (await again.json())["task"])
+                return task is not None and task.status == TaskStatus.DONE
+
+        await eventually(ran, timeout=30, what="the second release")
+    text = notice.read_text()
+    assert "Subject: Your grade is out:" in text
+    assert "A*" not in text  # the grade stays behind the sign-in
+    assert f"/submissions/{submission_id}" in text
+    async with demo.sessions() as db:
+        emails = (await db.scalars(select(Task).where(Task.kind == "grades.email"))).all()
+    assert [task.status for task in emails] == [TaskStatus.DONE]

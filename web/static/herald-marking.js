@@ -163,7 +163,9 @@
         }
         at = moment.toISOString();
       }
-      sendJson("POST", "/api/assignments/" + self.assignmentId + "/release", { at: at }).then(function () {
+      var email = form.querySelector('[data-field="email"]');
+      var body = { at: at, email: Boolean(email && email.checked) };
+      sendJson("POST", "/api/assignments/" + self.assignmentId + "/release", body).then(function () {
         self.say(at === null ? "Releasing the grades now." : "Release scheduled for " + localTime(at) + ".", false);
         self.refresh();
       }, function (error) {
