@@ -51,7 +51,7 @@ BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS  ?=
 
-.PHONY: bench bench-authorizer
+.PHONY: bench bench-authorizer bench-release
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/queue.py $(BENCH_ARGS)
@@ -59,6 +59,11 @@ bench: $(BENCH_STAMP)
 # What one authorization costs router auth, cached and not (bench/authorizer.py).
 bench-authorizer: setup
 	$(VENV)/bin/python bench/authorizer.py $(BENCH_ARGS)
+
+# A released grade from the marker's click to the student's screen, in Chromium
+# (bench/release_latency.py), beside a flash published straight from the backend.
+bench-release: setup
+	$(VENV)/bin/python bench/release_latency.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -100,6 +100,10 @@
 
   SubmissionPage.prototype.apply = function (envelope) {
     var data = envelope.data || {};
+    if (envelope.type === "grade.released" && typeof data.grade === "string") {
+      this.renderGrade(data.grade);
+      return true;
+    }
     if (!data.submission && !data.step) { return false; }
     if (data.step) {
       this.renderStep(data.step);
@@ -120,10 +124,13 @@
     this.renderSubmission(state);
     (state.steps || []).forEach(function (step) { self.renderStep(step); });
     this.renderPreview(state.thumbnail_url);
+    this.renderGrade(state.grade);
+  };
+
+  SubmissionPage.prototype.renderGrade = function (value) {
     var grade = this.root.querySelector("#grade");
     if (grade) {
-      grade.textContent = state.grade === null || state.grade === undefined
-        ? "Not released yet." : String(state.grade);
+      grade.textContent = value === null || value === undefined ? "Not released yet." : String(value);
     }
   };
 
