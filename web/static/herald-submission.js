@@ -272,7 +272,13 @@
       self.live.subscribe("submission." + id, function (envelope) {
         // Events and API answers race each other: only ever move forward in seq.
         if (typeof envelope.seq !== "number" || envelope.seq <= row.heraldSeq) { return; }
+        var gap = row.heraldSeq > 0 && envelope.seq > row.heraldSeq + 1;
         row.heraldSeq = envelope.seq;
+        if (gap) {
+          // Missed an event: the row's other steps may be stale; the API has them all.
+          self.catchUp(row, id);
+          return;
+        }
         self.onEvent(row, id, envelope.data || {});
       }, {
         // Events published before this subscription are lost: catch up on any
