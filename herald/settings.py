@@ -132,8 +132,18 @@ class Settings:
     admin_webhook_secret: str | None = field(default=None, repr=False)
     smtp_url: str | None = None
     worker_concurrency: int = 4
-    # The zone queue windows ("Mon-Fri 18:00-08:00") are read in.
+    # The zone queue windows ("Mon-Fri 18:00-08:00") and schedules are read in.
     timezone: str = "UTC"
+    # Task outputs (reports, exports, import error reports) are kept this many days,
+    # then purged by a scheduled job; the task then says so instead of a broken link.
+    output_retention_days: int = 14
+    # A TOML file of recurring jobs (docs/operations.md); None: the built-in schedule.
+    schedule_file: Path | None = None
+    # Addresses (comma-separated in the variable) emailed when a task fails for good
+    # or a queue's backlog ages past backlog_alert_seconds; empty: live alerts only.
+    alert_emails: tuple[str, ...] = ()
+    # A queue whose oldest ready job has waited longer than this raises an alert; 0: never.
+    backlog_alert_seconds: int = 600
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -257,6 +267,16 @@ class Settings:
                 "HERALD_WORKER_CONCURRENCY", 4, lambda n, v: _int(n, v, low=1, high=1000)
             ),
             timezone=get("HERALD_TIMEZONE", "UTC", _timezone),
+            output_retention_days=get(
+                "HERALD_OUTPUT_RETENTION_DAYS", 14, lambda n, v: _int(n, v, low=1, high=3650)
+            ),
+            schedule_file=get("HERALD_SCHEDULE_FILE", None, lambda n, v: Path(v).resolve()),
+            alert_emails=tuple(
+                a.strip() for a in (env.get("HERALD_ALERT_EMAILS") or "").split(",") if a.strip()
+            ),
+            backlog_alert_seconds=get(
+                "HERALD_BACKLOG_ALERT_SECONDS", 600, lambda n, v: _int(n, v, low=0, high=7 * 86400)
+            ),
             log_format=get("HERALD_LOG_FORMAT", "auto", lambda n, v: _choice(n, v, LOG_FORMATS)),
             log_level=get(
                 "HERALD_LOG_LEVEL", "info", lambda n, v: _choice(n, v.lower(), LOG_LEVELS)
