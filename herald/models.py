@@ -28,6 +28,9 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "Assignment",
     "Base",
+    "Broadcast",
+    "BroadcastAck",
+    "BroadcastLevel",
     "Course",
     "CourseRole",
     "Enrolment",
@@ -89,6 +92,12 @@ TASK_TERMINAL = frozenset(
 class MessageKind(StrEnum):
     FLASH = "flash"
     INBOX = "inbox"
+
+
+class BroadcastLevel(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    URGENT = "urgent"  # shown as a modal, over the page until dismissed
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -320,6 +329,45 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None]
     acked_at: Mapped[datetime | None]
+
+
+class Broadcast(Base):
+    """A notice from an admin to everyone (``course_id`` None) or to one course's members.
+
+    One row per broadcast, never one per recipient: who has seen it is the
+    :class:`BroadcastAck` rows, so sending to 10,000 users writes one row.
+    """
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int | None] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), index=True
+    )
+    level: Mapped[BroadcastLevel] = mapped_column(_enum(BroadcastLevel))
+    text: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(String(1024))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Always set (herald.broadcasts bounds it): what a page view reads is the live set.
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    course: Mapped[Course | None] = relationship()
+    sender: Mapped[User | None] = relationship()
+
+
+class BroadcastAck(Base):
+    """One user has seen one broadcast (the page acknowledged it, or they marked it read)."""
+
+    __tablename__ = "broadcast_acks"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    acked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class QueueSetting(Base):

@@ -209,3 +209,7 @@ class EventType(StrEnum):
     FLASH = "flash"
     # On user.{id}: a message was acknowledged (other tabs take it down).
     MESSAGE_ACKED = "message.acked"
+    # On broadcast (everyone) or course.{id} (its members): an admin's notice (herald.broadcasts).
+    BROADCAST = "broadcast"
+    # On user.{id}: the user saw a broadcast (their other tabs take it down).
+    BROADCAST_ACKED = "broadcast.acked"
