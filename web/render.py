@@ -6,14 +6,17 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import or_, select
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from herald.models import Message, MessageKind, User, utcnow
+from herald.broadcasts import unseen_broadcasts
+from herald.links import local_path
+from herald.models import Enrolment, User
 from web.keys import DB, SESSION, USER
+from web.messages import unread_count, unseen_flashes
 from web.queries import submission_progress
 from workers.pipeline import SUBMISSION_STEPS
 
@@ -38,19 +41,6 @@ def _filesize(value: int | None) -> str:
             return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
-
-
-def local_path(raw: str | None) -> str | None:
-    """``raw`` if it is a path on this site, else ``None``: no other scheme (``javascript:``),
-    no other host (``//evil``, or ``/\\evil``, which browsers read the same way)."""
-    if not raw or len(raw) > 2000 or not raw.startswith("/") or raw.startswith("//"):
-        return None
-    if "\\" in raw or any(ord(ch) < 0x20 for ch in raw):
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
-        return None
-    return raw
 
 
 @cache
@@ -79,26 +69,27 @@ def _base_context(request: web.Request) -> dict[str, Any]:
         "user": request.get(USER),
         "csrf_token": session.csrf_token if session is not None else "",
         "flashes": [],
+        "broadcasts": [],
+        "course_ids": [],
+        "unread_count": 0,
         "request_path": request.path,
     }
 
 
-async def _flashes(request: web.Request, user: User) -> list[Message]:
-    # Flash messages not yet acknowledged are shown again on every page view.
-    now = utcnow()
-    async with request.app[DB]() as db:
-        rows = await db.scalars(
-            select(Message)
-            .where(
-                Message.user_id == user.id,
-                Message.kind == MessageKind.FLASH,
-                Message.acked_at.is_(None),
-                or_(Message.expires_at.is_(None), Message.expires_at > now),
-            )
-            .order_by(Message.created_at.desc())
-            .limit(FLASH_LIMIT)
-        )
-        return list(rows.all())
+async def _user_context(db: AsyncSession, user: User) -> dict[str, Any]:
+    # Flashes and broadcasts not yet acknowledged are shown again on every page view;
+    # the page follows course.{id} for each course the user is enrolled in.
+    course_ids = await db.scalars(
+        select(Enrolment.course_id)
+        .where(Enrolment.user_id == user.id)
+        .order_by(Enrolment.course_id)
+    )
+    return {
+        "flashes": await unseen_flashes(db, user.id, limit=FLASH_LIMIT),
+        "broadcasts": await unseen_broadcasts(db, user.id, limit=FLASH_LIMIT),
+        "course_ids": list(course_ids.all()),
+        "unread_count": await unread_count(db, user.id),
+    }
 
 
 async def render(
@@ -108,7 +99,8 @@ async def render(
     values = _base_context(request)
     user = values["user"]
     if user is not None:
-        values["flashes"] = await _flashes(request, user)
+        async with request.app[DB]() as db:
+            values.update(await _user_context(db, user))
     values.update(context)
     html = environment().get_template(template).render(values)
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")

@@ -36,6 +36,7 @@ async def test_own_unexpired_messages_newest_first(client: Client, demo: Demo) -
     assert body[1] == {
         "id": old,
         "kind": "inbox",
+        "key": f"message:{old}",  # unique across messages and broadcasts
         "level": "info",
         "text": "<b>processed</b>",  # JSON carries text; pages escape it
         "link": "/s/1",
@@ -43,6 +44,7 @@ async def test_own_unexpired_messages_newest_first(client: Client, demo: Demo) -
         "created_at": body[1]["created_at"],
         "expires_at": None,
         "acked_at": None,
+        "ack_url": f"/api/messages/{old}/ack",
     }
 
 
