@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
+from herald.cli_schedule import add_schedule_commands
 from herald.cli_tasks import add_task_commands
 from herald.cli_users import add_user_commands
 from herald.db import create_engine, session_factory
@@ -86,6 +87,21 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from herald.cli_schedule import scheduler_check
+    from workers.schedule import load_schedule
+    from workers.scheduler import serve
+
+    if args.check:
+        return asyncio.run(scheduler_check(settings))
+    jobs = load_schedule(settings)  # a bad schedule file stops the process here (exit 2)
+
+    async def service(s: Settings, stop: asyncio.Event) -> None:
+        await serve(s, stop, jobs)
+
+    return _run_service(settings, "scheduler", service)
+
+
 async def _worker_check(settings: Settings) -> int:
     """Exit 0 when a worker on this host keeps its health key fresh."""
     from redis.asyncio import Redis
@@ -150,7 +166,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=_cmd_worker)
 
+    scheduler = sub.add_parser("scheduler", help="fire the recurring jobs (one per machine)")
+    scheduler.add_argument(
+        "--check", action="store_true", help="exit 0 if a scheduler on this host is healthy"
+    )
+    scheduler.set_defaults(func=_cmd_scheduler)
+
     add_task_commands(sub)
+    add_schedule_commands(sub)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")

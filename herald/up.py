@@ -79,6 +79,7 @@ def run_up(settings: Settings, environ: Mapping[str, str], workers: int = 1) -> 
         supervisor.start_service("bridge")
         for _ in range(workers):
             supervisor.start_service("worker")
+        supervisor.start_service("scheduler")
         supervisor.start_service("web")
         print(_banner(settings, time.monotonic() - started, demo_loaded), flush=True)
         print(f"Logs: {settings.var_dir / 'logs'}", flush=True)

@@ -113,6 +113,7 @@ def start_stack(root: Path) -> Iterator[Stack]:
         supervisor.start_service("router-auth")
         supervisor.start_service("bridge")
         supervisor.start_service("worker", "--concurrency", "4")
+        supervisor.start_service("scheduler")
         supervisor.start_service("web")
     except Exception:
         supervisor.stop_all()
