@@ -26,6 +26,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "Alert",
+    "AlertKind",
     "Assignment",
     "Base",
     "Broadcast",
@@ -36,6 +38,7 @@ __all__ = [
     "Enrolment",
     "Message",
     "MessageKind",
+    "QueueSample",
     "QueueSetting",
     "Submission",
     "SubmissionFingerprint",
@@ -262,6 +265,12 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_status_kind", "status", "kind"),
         Index("ix_tasks_owner_created", "owner_id", "created_at"),
+        # The dashboard's history (throughput, failures, execution times) and the
+        # failures-in-the-last-hour counts: one index range per status, and with the
+        # queue on the end the counts per queue read the index alone.
+        Index("ix_tasks_status_finished", "status", "finished_at", "queue"),
+        # The backlog check: a queue's oldest queued tasks, without a sort.
+        Index("ix_tasks_status_queue_queued", "status", "queue", "queued_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -387,3 +396,50 @@ class QueueSetting(Base):
     # Every job of the queue runs at once, outside pause, window and cap.
     immediate: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class QueueSample(Base):
+    """One queue's depth at one moment: the dashboard's history of what Redis held.
+
+    Written once per cluster every few seconds by ``workers.sampler`` and pruned after
+    its retention; task rows cannot say how long a queue was, only what finished.
+    """
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (Index("ix_queue_samples_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    queue: Mapped[str] = mapped_column(String(64))
+    waiting: Mapped[int] = mapped_column(Integer)  # ready and immediate jobs
+    delayed: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer)
+
+
+class AlertKind(StrEnum):
+    TASK_FAILED = "task_failed"
+    BACKLOG = "backlog"
+
+
+class Alert(Base):
+    """An alert raised to the admins (``workers.alerts``): a flash each, and an email.
+
+    ``key`` is unique, so however many times a failure is reported (a settle retried,
+    the sweep that catches what a crash lost) it is raised once. A backlog alert is
+    open until its queue's backlog clears (``ended_at``).
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[int | None]
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    # Set once the email went out, or could never go (a permanent refusal, or none
+    # configured); the sweep retries the others.
+    emailed_at: Mapped[datetime | None]
