@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from herald.events import EventPublisher, iso
+from herald.links import local_path
 from herald.logs import get_logger
 from herald.models import Message, MessageKind, utcnow
 from herald.names import EventType, user_topic
@@ -45,7 +46,7 @@ class Flash:
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
         for path in (self.link, self.button[1] if self.button else None):
-            if path is not None and (not path.startswith("/") or path.startswith("//")):
+            if path is not None and local_path(path) is None:
                 raise ValueError(f"{path!r} is not a local path")
         if self.autohide is not None and not 1 <= self.autohide <= 600:
             raise ValueError("autohide must be 1 to 600 seconds")

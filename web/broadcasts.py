@@ -7,7 +7,6 @@ other tabs is web.messages, shared with the messages.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -31,6 +30,7 @@ from herald.models import Broadcast, BroadcastAck, Course, Enrolment, User, utcn
 from herald.names import MAX_ROW_ID
 from web.auth import require_user
 from web.errors import BadJson, Forbidden, NotFound
+from web.json_body import read_json_object
 from web.keys import DB, PUBLISHER
 from web.messages import acknowledge
 from web.queries import parse_id
@@ -59,16 +59,6 @@ NEW_FORM: Final = {
     "link": "",
     "expires_in": str(DEFAULT_EXPIRY_HOURS),
 }
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadJson() from None
-    if not isinstance(body, dict):
-        raise BadJson("The body must be a JSON object.")
-    return body
 
 
 def _expires_at(raw: object) -> datetime | None:
@@ -106,7 +96,7 @@ def _require_admin(user: User) -> None:
 async def create_broadcast(request: web.Request) -> web.Response:
     """Broadcast to everyone or to a course (admins): 201 with the broadcast."""
     user, _ = require_user(request)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     _require_admin(user)
     try:
         notice = _notice(body)

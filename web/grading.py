@@ -8,7 +8,6 @@ does the same without JavaScript and comes back to the assignment page.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +25,7 @@ from herald.models import STAFF_ROLES, Assignment, Submission, Task, TaskStatus,
 from herald.names import EventType, submission_topic
 from web.auth import require_user
 from web.errors import BadJson, BadRequest, Forbidden, NotFound
+from web.json_body import read_json_object
 from web.keys import DB, ENGINE, PUBLISHER, QUEUE
 from web.queries import parse_id
 from workers.control import TaskRequest, submit_tasks
@@ -39,16 +39,6 @@ log = get_logger(__name__)
 MAX_GRADE: Final = 32
 # Submissions whose grades one marking request may ask for (a page shows up to 200).
 MAX_LISTED: Final = 200
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadJson() from None
-    if not isinstance(body, dict):
-        raise BadJson("The body must be a JSON object.")
-    return body
 
 
 async def _require_staff(request: web.Request, user: User, course_id: int | None) -> None:
@@ -159,7 +149,7 @@ async def set_grade(request: web.Request) -> web.Response:
     """Set or change a submission's grade (course markers); hidden until released."""
     user, _ = require_user(request)
     submission_id = parse_id(request.match_info["sid"])
-    body = await _json_object(request)
+    body = await read_json_object(request)
     try:
         grade = _checked_grade(body.get("grade"))
     except BadRequest as exc:
@@ -187,7 +177,7 @@ async def release(request: web.Request) -> web.Response:
     ``"email": true`` each student is emailed too."""
     user, _ = require_user(request)
     assignment_id = parse_id(request.match_info["aid"])
-    body = await _json_object(request)
+    body = await read_json_object(request)
     at = body.get("at")
     email = body.get("email", False)
     if not isinstance(email, bool):
