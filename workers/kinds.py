@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -44,10 +45,13 @@ class UnknownKind(LookupError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a handler hands back: a line for people, and a JSON-able result."""
+    """What a handler hands back: a line for people, a JSON-able result, and the file
+    it made for its owner to download (written with ``workers.outputs.new_output_path``;
+    the engine records it on the task when the run is settled done)."""
 
     detail: str | None = None
     result: dict[str, Any] | None = None
+    output: Path | None = None
 
 
 Handler = Callable[["TaskContext"], Awaitable[Outcome | None]]
@@ -146,5 +150,9 @@ def _load_builtin_kinds() -> None:
     # Importing the modules registers their kinds; done lazily because they import
     # the context, which imports this module.
     import workers.diag
+    import workers.exports
     import workers.grades
+    import workers.imports
+    import workers.outputs
+    import workers.reports
     import workers.submission_kinds  # noqa: F401

@@ -182,12 +182,22 @@ def settle_runs(
             "d": item.detail,
             "e": item.error,
             "res": item.outcome.result if item.outcome else None,
+            # The output file's name (workers.outputs keeps it in the task's own folder).
+            "o": item.outcome.output.name if item.outcome and item.outcome.output else None,
         }
         for item in settles
     ]
     source = json_rows(
         conn.dialect.name,
-        {"i": "integer", "r": "text", "s": "text", "d": "text", "e": "text", "res": "json"},
+        {
+            "i": "integer",
+            "r": "text",
+            "s": "text",
+            "d": "text",
+            "e": "text",
+            "res": "json",
+            "o": "text",
+        },
     )
     done, queued = TaskStatus.DONE.value, TaskStatus.QUEUED.value
     applied_ids = set(
@@ -196,6 +206,7 @@ def settle_runs(
                 "UPDATE tasks SET status = j.s, detail = j.d, "
                 "error = COALESCE(j.e, tasks.error), "
                 f"result = CASE WHEN j.s = '{done}' THEN j.res ELSE tasks.result END, "
+                f"output_path = CASE WHEN j.s = '{done}' THEN j.o ELSE tasks.output_path END, "
                 f"progress = CASE WHEN j.s = '{done}' THEN 100 ELSE tasks.progress END, "
                 f"finished_at = CASE WHEN j.s = '{queued}' THEN tasks.finished_at ELSE :now END "
                 f"FROM {source} WHERE tasks.id = j.i AND tasks.run_id = j.r "

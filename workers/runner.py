@@ -33,6 +33,7 @@ from workers._waiting import backoff_delay, sleep_unless, wait_either
 from workers.context import Services, TaskContext, TaskRun, task_state
 from workers.kinds import TaskFailed, TaskKind, UnknownKind, kind_named
 from workers.ledger import Settle, Started, settle_runs, start_runs
+from workers.outputs import attach_output
 from workers.queue import Lease, RedisQueue
 
 __all__ = ["Engine"]
@@ -147,6 +148,9 @@ class Engine:
         ctx = (run.spec.make_context or TaskContext)(run, self.services)
         try:
             outcome = await run.spec.handler(ctx)
+            if outcome is not None and outcome.output is not None:
+                # Checked and described now: a file outside the task's folder is a bug.
+                outcome = attach_output(self.services.settings, run.id, outcome)
             if outcome is not None and outcome.result is not None:
                 json.dumps(outcome.result)  # a result the DB cannot store is the handler's bug
         except TaskFailed as exc:
