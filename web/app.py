@@ -16,7 +16,7 @@ from herald.health import keep_health
 from herald.logs import get_logger
 from herald.sessions import SessionStore
 from herald.settings import Settings
-from web import api, broadcasts, grading, inbox, messages, pages
+from web import api, broadcasts, grading, imports, inbox, messages, pages, reports
 from web.auth import auth_middleware, csrf_middleware
 from web.errors import error_middleware
 from web.keys import DB, ENGINE, LOGIN_LIMITER, PUBLISHER, QUEUE, REDIS, SESSIONS, SETTINGS
@@ -83,6 +83,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(inbox.routes)
     app.router.add_routes(broadcasts.routes)
     app.router.add_routes(grading.routes)
+    app.router.add_routes(reports.routes)
+    app.router.add_routes(imports.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC_DIR, name="static")
     return app

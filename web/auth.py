@@ -47,7 +47,7 @@ UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Sign-in needs no CSRF token: there is no session yet to protect.
 CSRF_EXEMPT: Final = frozenset({("POST", "/api/session"), ("POST", "/login")})
 # Routes that stream a multipart body check the form's token themselves.
-MULTIPART_CSRF_ROUTES: Final = frozenset({"api-upload", "page-upload"})
+MULTIPART_CSRF_ROUTES: Final = frozenset({"api-upload", "page-upload", "page-bulk-users"})
 
 
 # Verified against when the username is unknown, so that answer takes as long
