@@ -271,6 +271,14 @@ class Task(Base):
         Index("ix_tasks_status_finished", "status", "finished_at", "queue"),
         # The backlog check: a queue's oldest queued tasks, without a sort.
         Index("ix_tasks_status_queue_queued", "status", "queue", "queued_at"),
+        # The Background Tasks screen's keyset pages (newest first, by id): a filter on
+        # status, kind, queue or owner is one index range read in id order, no sort; a
+        # time range reads created_at (web.tasks_query, migration 0009).
+        Index("ix_tasks_status_id", "status", "id"),
+        Index("ix_tasks_kind_id", "kind", "id"),
+        Index("ix_tasks_queue_id", "queue", "id"),
+        Index("ix_tasks_owner_id_id", "owner_id", "id"),
+        Index("ix_tasks_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
