@@ -16,7 +16,18 @@ from herald.health import keep_health
 from herald.logs import get_logger
 from herald.sessions import SessionStore
 from herald.settings import Settings
-from web import api, broadcasts, grading, imports, inbox, messages, pages, reports
+from web import (
+    api,
+    broadcasts,
+    grading,
+    imports,
+    inbox,
+    messages,
+    pages,
+    reports,
+    tasks_api,
+    tasks_pages,
+)
 from web.auth import auth_middleware, csrf_middleware
 from web.errors import error_middleware
 from web.keys import DB, ENGINE, LOGIN_LIMITER, PUBLISHER, QUEUE, REDIS, SESSIONS, SETTINGS
@@ -83,6 +94,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(inbox.routes)
     app.router.add_routes(broadcasts.routes)
     app.router.add_routes(grading.routes)
+    app.router.add_routes(tasks_api.routes)
+    app.router.add_routes(tasks_pages.routes)
     app.router.add_routes(reports.routes)
     app.router.add_routes(imports.routes)
     app.router.add_routes(pages.routes)

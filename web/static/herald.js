@@ -31,6 +31,7 @@
     });
     var marking = document.querySelector("[data-marking]");
     if (marking) { new window.HeraldMarking.MarkingPanel(marking, live).start(); }
+    if (window.HeraldTasks) { window.HeraldTasks.start(live); }
     window.Herald = { live: live, submissionPage: page };
     live.start();
   }
