@@ -51,7 +51,7 @@ BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS  ?=
 
-.PHONY: bench bench-authorizer bench-release
+.PHONY: bench bench-authorizer bench-release bench-tasks
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/queue.py $(BENCH_ARGS)
@@ -64,6 +64,11 @@ bench-authorizer: setup
 # (bench/release_latency.py), beside a flash published straight from the backend.
 bench-release: setup
 	$(VENV)/bin/python bench/release_latency.py $(BENCH_ARGS)
+
+# The Background Tasks screen and the tasks API on 100,000 tasks against 1,000
+# (bench/tasks_page.py; SQLite, and PostgreSQL when HERALD_TEST_POSTGRES_URL is set).
+bench-tasks: setup
+	$(VENV)/bin/python bench/tasks_page.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
