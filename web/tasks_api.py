@@ -15,10 +15,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from herald.db import Transactions
-from herald.events import EventPublisher, current_seq
+from herald.events import current_seq
 from herald.logs import get_logger
 from herald.models import Task, User
-from herald.names import EventType, user_topic
+from herald.names import user_topic
 from web.auth import require_user
 from web.errors import BadJson, BadRequest, Forbidden, NotFound, WebError
 from web.json_body import read_json_object
@@ -36,9 +36,8 @@ from web.tasks_query import (
     watch_topic,
 )
 from workers.catalog import BadParams, CatalogError, NotAllowed, NotSubmittable, check_request
-from workers.context import task_state
 from workers.control import TaskControlError, TaskRequest, cancel_task, retry_task, submit_tasks
-from workers.kinds import UnknownKind, kind_named
+from workers.kinds import UnknownKind
 from workers.outputs import output_file, output_info
 
 __all__ = ["OutputGone", "TaskConflict", "cancel_as", "retry_as", "routes"]
@@ -183,22 +182,6 @@ async def _task_for(request: web.Request, user: User, task_id: int) -> Task:
         return visible_task(user, await db.get(Task, task_id))
 
 
-async def _tell_owner(request: web.Request, task_id: int) -> None:
-    """Put the task's new state on its owner's topic too: workers.control tells only
-    admin.tasks, and the owner's open My tasks page follows user.{id}."""
-    async with request.app[DB]() as db:
-        task = await db.get(Task, task_id)
-    if task is None or task.owner_id is None:
-        return
-    try:
-        notify = kind_named(task.kind).notify_owner
-    except UnknownKind:
-        notify = True
-    if notify:
-        publisher: EventPublisher = request.app[PUBLISHER]
-        await publisher.publish(user_topic(task.owner_id), EventType.TASK_STATE, task_state(task))
-
-
 async def cancel_as(request: web.Request, user: User, task_id: int) -> str:
     """Cancel as ``user`` (an admin, or the owner): ``cancelled``, or ``running`` when
     its worker has been told to stop. 404 / 409 as the API answers."""
@@ -210,7 +193,6 @@ async def cancel_as(request: web.Request, user: User, task_id: int) -> str:
         raise NotFound("No such task.") from None
     except TaskControlError as exc:
         raise TaskConflict(str(exc)) from None
-    await _tell_owner(request, task.id)
     log.info("task cancel", task_id=task.id, user_id=user.id, status=str(status))
     return str(status)
 
@@ -227,7 +209,6 @@ async def retry_as(request: web.Request, user: User, task_id: int) -> None:
         raise NotFound("No such task.") from None
     except TaskControlError as exc:
         raise TaskConflict(str(exc)) from None
-    await _tell_owner(request, task.id)
     log.info("task retry", task_id=task.id, user_id=user.id)
 
 

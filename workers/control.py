@@ -23,7 +23,7 @@ from herald.events import EventPublisher
 from herald.models import TASK_TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 from workers._sql import json_rows
 from workers.context import task_state
-from workers.kinds import kind_named
+from workers.kinds import UnknownKind, kind_named
 from workers.queue import MAX_PRIORITY, MIN_PRIORITY, CancelOutcome, Job, RedisQueue, job_for
 
 __all__ = [
@@ -230,9 +230,7 @@ async def cancel_task(
             raise TaskControlError(f"task {task_id} ended while being cancelled")
         db.add(TaskEvent(task_id=task_id, status=TaskStatus.CANCELLED, attempt=task.attempts))
     task.status, task.detail = TaskStatus.CANCELLED, "cancelled"
-    await publisher.publish(
-        names.ADMIN_TASKS, names.EventType.TASKS_CHANGED, {"tasks": [task_state(task)]}
-    )
+    await _announce(publisher, task)
     return TaskStatus.CANCELLED
 
 
@@ -259,9 +257,22 @@ async def retry_task(
         await db.run_sync(lambda session: hooks.on_retried(session.connection(), task_id))
     await queue.redis.zrem(names.DEAD_LETTER_KEY, str(task_id))
     await queue.enqueue(job_for(task))
-    await publisher.publish(
-        names.ADMIN_TASKS, names.EventType.TASKS_CHANGED, {"tasks": [task_state(task)]}
-    )
+    await _announce(publisher, task)
+
+
+async def _announce(publisher: EventPublisher, task: Task) -> None:
+    """An operator's change of a task, as a worker's changes are told: on admin.tasks,
+    and on the owner's user.{id} (their My tasks page) unless the kind keeps quiet."""
+    state = task_state(task)
+    await publisher.publish(names.ADMIN_TASKS, names.EventType.TASKS_CHANGED, {"tasks": [state]})
+    if task.owner_id is None:
+        return
+    try:
+        notify = kind_named(task.kind).notify_owner
+    except UnknownKind:  # a kind no longer deployed: its owner still sees the change
+        notify = True
+    if notify:
+        await publisher.publish(names.user_topic(task.owner_id), names.EventType.TASK_STATE, state)
 
 
 async def list_tasks(

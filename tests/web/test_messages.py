@@ -103,3 +103,18 @@ async def test_ack_of_someone_elses_or_unknown_message_is_404(client: Client, de
 
 async def test_messages_need_a_login(client: Client) -> None:
     assert (await client.get("/api/messages")).status == 401
+
+
+async def test_inbox_page_offers_a_messages_button_when_local(client: Client, demo: Demo) -> None:
+    """A completion message's button (e.g. Download the output) shows in /messages; a
+    button to another site is dropped."""
+    button = {"label": "Download", "url": "/api/tasks/7/output"}
+    await _add(
+        demo, "alice", "Your report is ready", kind=MessageKind.INBOX, options={"button": button}
+    )
+    evil = {"label": "Win", "url": "//evil.example/x"}
+    await _add(demo, "alice", "Click me", kind=MessageKind.INBOX, options={"button": evil})
+    await login(client, "alice")
+    page = await (await client.get("/messages")).text()
+    assert '<a class="button" href="/api/tasks/7/output">Download</a>' in page
+    assert "evil.example" not in page

@@ -1,6 +1,7 @@
 /*
  * Herald's live connection (plain JS, no build step; the page scripts load in order:
- * herald-live.js, herald-flash.js, herald-submission.js, herald-marking.js, herald.js).
+ * herald-live.js, herald-flash.js, herald-submission.js, herald-marking.js, herald-tasks.js,
+ * the admin pages' scripts, and herald.js last).
  *
  * LiveConnection: one WAMP connection per page, authenticated with a fresh
  * single-use ticket from /api/wamp/ticket on every connect. autobahn-js stops
