@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 from redis.asyncio import Redis
 
 from herald import names
+from herald.metrics import event_field
 
 __all__ = ["Envelope", "EventPublisher", "current_seq", "iso", "iso_now", "parse_envelope"]
 
@@ -39,10 +40,12 @@ def iso_now() -> str:
     return iso(datetime.now(UTC)) or ""
 
 
-# KEYS[1] seq counter; ARGV[1] channel, ARGV[2] JSON before the seq, ARGV[3] after it.
+# KEYS[1] seq counter, KEYS[2] events counters (herald.metrics); ARGV[1] channel,
+# ARGV[2] JSON before the seq, ARGV[3] after it, ARGV[4] the event's counter field.
 _PUBLISH_LUA = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. seq .. ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 return seq
 """
 
@@ -59,7 +62,10 @@ class EventPublisher:
         tail = json.dumps({"ts": iso_now(), "data": data}, separators=(",", ":"), default=str)
         before = f'{head},"seq":'
         after = f",{tail[1:]}"
-        seq = await self._script(keys=[names.seq_key(topic)], args=[topic, before, after])
+        seq = await self._script(
+            keys=[names.seq_key(topic), names.METRICS_EVENTS_KEY],
+            args=[topic, before, after, event_field(topic, str(type_))],
+        )
         return int(seq)
 
 

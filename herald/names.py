@@ -184,6 +184,22 @@ def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}job:{job_id}"
 
 
+# --- Monitoring: metrics shared by every process, the once-per-cluster monitor --------
+# Hashes of cluster-wide counters (herald.metrics): field -> count.
+METRICS_TASKS_KEY = f"{KEY_PREFIX}metrics:tasks"
+METRICS_DURATIONS_KEY = f"{KEY_PREFIX}metrics:durations"
+METRICS_EVENTS_KEY = f"{KEY_PREFIX}metrics:events"
+# Hash: router node -> JSON {"count", "at"} of its live browser sessions (router auth).
+METRICS_WAMP_SESSIONS_KEY = f"{KEY_PREFIX}metrics:wamp-sessions"
+# Held by the worker running the monitor pass (sampler, backlog check, alert sweep).
+MONITOR_LOCK = f"{KEY_PREFIX}monitor-lock"
+# Hash: queue -> the age in seconds of its oldest ready job, as the monitor last saw it.
+BACKLOG_AGE_KEY = f"{KEY_PREFIX}monitor:backlog-age"
+# Hash: queue -> UNIX time the monitor last saw it held (paused, or outside its window):
+# jobs waiting while a queue is held by an operator are not a backlog.
+QUEUE_HELD_KEY = f"{KEY_PREFIX}monitor:held"
+
+
 # --- Event types ------------------------------------------------------------
 class EventType(StrEnum):
     """The ``type`` of an event envelope."""
@@ -213,3 +229,5 @@ class EventType(StrEnum):
     BROADCAST = "broadcast"
     # On user.{id}: the user saw a broadcast (their other tabs take it down).
     BROADCAST_ACKED = "broadcast.acked"
+    # On admin.tasks: a queue's settings changed (web.queues); the Queues screen refetches.
+    QUEUE_CHANGED = "queue.changed"

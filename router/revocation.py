@@ -16,7 +16,7 @@ browser session whose web session has ended.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from autobahn.asyncio.wamp import ApplicationSession
@@ -60,9 +60,16 @@ class _WatchedPubSub(PubSub):
 class SessionRevoker:
     """Applies access events to the router this process is joined to."""
 
-    def __init__(self, store: SessionStore, cache: DecisionCache) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        cache: DecisionCache,
+        on_count: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._cache = cache
+        # Told how many browser sessions the router holds, at every sweep (the metrics).
+        self._on_count = on_count
         self._session: ApplicationSession | None = None
         self._rejoined = asyncio.Event()
 
@@ -102,6 +109,8 @@ class SessionRevoker:
         if session is None:
             return 0
         ids = await session.call("wamp.session.list", [names.ROLE_BROWSER])
+        if self._on_count is not None:
+            await self._on_count(len(ids or []))
         live = await self._store.wamp_sessions_live(list(ids or []))
         killed = 0
         for wamp_id, is_live in live.items():

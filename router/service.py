@@ -5,6 +5,7 @@ and kill browser sessions whose access was taken away (router.revocation)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.wamp.types import RegisterOptions
@@ -14,6 +15,7 @@ from herald import names
 from herald.db import create_engine, session_factory
 from herald.health import instance_id
 from herald.logs import get_logger
+from herald.metrics import record_wamp_sessions
 from herald.sessions import SessionStore
 from herald.settings import Settings
 from herald.wamp import BackendLink, Readiness, finish_tasks, halt_on_exit
@@ -47,7 +49,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             authenticate = Authenticator(store, sessions)
             cache = DecisionCache()
             authorize = Authorizer(sessions, cache=cache)
-            revoker = SessionRevoker(store, cache)
+            # One router node, however many router-auth replicas count its sessions.
+            node = f"{socket.gethostname()}:{settings.backend_port}"
+            revoker = SessionRevoker(
+                store, cache, on_count=lambda count: record_wamp_sessions(redis, node, count)
+            )
 
             async def on_join(session: ApplicationSession) -> None:
                 # roundrobin: several router-auth replicas may serve the same procedures.

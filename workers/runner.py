@@ -27,9 +27,11 @@ from herald import names
 from herald.db import Transactions
 from herald.events import EventPublisher
 from herald.logs import get_logger
+from herald.metrics import RunEnd, RunOutcome, record_run_ends
 from herald.models import TASK_TERMINAL, TaskStatus, utcnow
 from herald.settings import Settings
 from workers._waiting import backoff_delay, sleep_unless, wait_either
+from workers.alerts import AlertSender, FailedTask
 from workers.context import Services, TaskContext, TaskRun, task_state
 from workers.kinds import TaskFailed, TaskKind, UnknownKind, kind_named
 from workers.ledger import Settle, Started, settle_runs, start_runs
@@ -71,6 +73,8 @@ class Engine:
         # second would sleep in SQLite's busy handler (1, 2, 5, 10… ms) rather than
         # queue here; with PostgreSQL the batches just grow.
         self._writing = asyncio.Lock()
+        # Failure alerts go out in the background: the settle path never waits for them.
+        self.alerts = AlertSender(settings, sessions, publisher)
 
     # --- starting ---------------------------------------------------------
     async def start(self, leases: Sequence[Lease]) -> list[TaskRun]:
@@ -200,6 +204,7 @@ class Engine:
         while True:
             if not self._pending:
                 if stop.is_set():
+                    await self.alerts.drain()
                     return
                 await wait_either(self._wake, stop)
                 self._wake.clear()
@@ -251,6 +256,7 @@ class Engine:
         if failed:
             await self._dead_letter(failed, now.timestamp())
         await self._announce(batch)
+        await self._count(batch)
 
     async def _dead_letter(self, failed: list[Settle], at: float) -> None:
         await self.redis.zadd(
@@ -259,6 +265,31 @@ class Engine:
         for item in failed:
             alert = {**task_state(item.run), "error": item.detail}
             await self.publisher.publish(names.ADMIN_TASKS, names.EventType.TASK_FAILED, alert)
+        self.alerts.failed(
+            [
+                FailedTask(item.run.id, item.run.run_id, item.run.kind, item.run.queue, item.detail)
+                for item in failed
+            ]
+        )
+
+    async def _count(self, batch: list[Settle]) -> None:
+        """Add the batch's runs to the cluster's metrics (one round trip); metrics
+        are not worth retrying a settle for."""
+        ends = [
+            RunEnd(
+                item.run.queue,
+                item.run.kind,
+                _OUTCOMES[item.status],
+                (item.run.finished_at or item.run.started_at).timestamp()
+                - item.run.started_at.timestamp(),
+            )
+            for item in batch
+            if item.applied and item.status in _OUTCOMES
+        ]
+        try:
+            await record_run_ends(self.redis, ends)
+        except RedisError as exc:
+            log.warning("metrics.not_recorded", runs=len(ends), error=str(exc))
 
     async def _announce(self, batch: list[Settle]) -> None:
         """Events, logs and hooks after a settle is committed and Redis updated."""
@@ -284,6 +315,14 @@ class Engine:
             else:
                 await run.spec.hooks.after_settled(run, item.outcome, self.services)
             _log_end(item)
+
+
+_OUTCOMES = {
+    TaskStatus.DONE: RunOutcome.PROCESSED,
+    TaskStatus.FAILED: RunOutcome.FAILED,
+    TaskStatus.QUEUED: RunOutcome.RETRIED,
+    TaskStatus.CANCELLED: RunOutcome.CANCELLED,
+}
 
 
 def _failed(run: TaskRun, reason: str, trace: str | None) -> Settle:

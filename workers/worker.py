@@ -25,6 +25,7 @@ from herald.redis_pool import connect
 from herald.settings import Settings
 from workers._waiting import backoff_delay, sleep_unless, wait_either
 from workers.context import TaskRun
+from workers.monitor import MONITOR_SECONDS, monitor_once_per_cluster
 from workers.queue import Lease, LeaseState, RedisQueue
 from workers.reconciler import reconcile_once_per_cluster
 from workers.runner import Engine
@@ -90,6 +91,7 @@ class Worker:
             asyncio.create_task(self._forever(stop, "heartbeat", self._heartbeat_once)),
             asyncio.create_task(self._forever(stop, "reaper", self._reap_once)),
             asyncio.create_task(self._forever(stop, "reconciler", self._reconcile_once)),
+            asyncio.create_task(self._forever(stop, "monitor", self._monitor_once)),
             asyncio.create_task(
                 keep_health(self.redis, "worker", self.id, stop, queues=self.queues),
                 name="health",
@@ -230,6 +232,11 @@ class Worker:
     async def _reconcile_once(self, stop: asyncio.Event) -> None:
         await reconcile_once_per_cluster(self.engine.sessions, self.queue, RECONCILE_SECONDS)
         await sleep_unless(stop, RECONCILE_SECONDS)
+
+    async def _monitor_once(self, stop: asyncio.Event) -> None:
+        """Queue samples, backlog alerts, the alert sweep: once per cluster per period."""
+        await monitor_once_per_cluster(self.engine.services, MONITOR_SECONDS)
+        await sleep_unless(stop, MONITOR_SECONDS)
 
     # --- stopping -------------------------------------------------------------------
     async def _drain(self) -> None:
