@@ -179,6 +179,17 @@ QUEUES_KEY = f"{KEY_PREFIX}queues"
 DEAD_LETTER_KEY = f"{KEY_PREFIX}dead"
 
 
+# The scheduler's state (workers._schedule_state), in one hash slot so each of its
+# scripts may touch all it needs on a cluster: a hash of per-job cursors, and a claim
+# per firing.
+SCHEDULE_STATE_KEY = f"{KEY_PREFIX}{{schedule}}:state"
+
+
+def schedule_claim_key(job: str, due_ms: int) -> str:
+    """Held by the scheduler submitting ``job``'s firing due at ``due_ms``."""
+    return f"{KEY_PREFIX}{{schedule}}:claim:{job}:{due_ms}"
+
+
 def job_key(job_id: str) -> str:
     """Hash with a job's kind, payload, attempts and current lease token."""
     return f"{KEY_PREFIX}job:{job_id}"

@@ -38,12 +38,9 @@ __all__ = [
 # Long enough for a submit (one DB transaction); short enough that a scheduler dying
 # mid-submit delays the firing by seconds, well within the grace of a minute.
 CLAIM_SECONDS = 10.0
-STATE_KEY = f"{names.KEY_PREFIX}{{schedule}}:state"
+STATE_KEY = names.SCHEDULE_STATE_KEY
+claim_key = names.schedule_claim_key
 _KEY_PREFIX = "schedule:"
-
-
-def claim_key(job: str, due_ms: int) -> str:
-    return f"{names.KEY_PREFIX}{{schedule}}:claim:{job}:{due_ms}"
 
 
 def firing_key(job: str, due: datetime) -> str:
