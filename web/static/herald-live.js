@@ -53,6 +53,32 @@
     });
   }
 
+  /* A state-changing call to the JSON API, with the page's CSRF token; resolves with
+     the answer, rejects with an Error carrying the server's message for a person. */
+  function sendJson(method, url, body) {
+    var headers = { Accept: "application/json", "X-CSRF-Token": csrfToken() };
+    if (body !== undefined) { headers["Content-Type"] = "application/json"; }
+    return fetch(url, {
+      method: method,
+      credentials: "same-origin",
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (answer) {
+        if (!response.ok) {
+          throw new Error(answer.message || "The server answered " + response.status + ".");
+        }
+        return answer;
+      });
+    });
+  }
+
+  /* An ISO time as the reader's own clock says it. */
+  function localTime(iso) {
+    var moment = new Date(iso);
+    return isNaN(moment.getTime()) ? String(iso) : moment.toLocaleString();
+  }
+
   /* The envelope may arrive as the first positional argument or as kwargs. */
   function envelopeFrom(args, kwargs) {
     var value = args && args.length ? args[0] : kwargs;
@@ -209,6 +235,8 @@
     LiveConnection: LiveConnection,
     backoffDelay: backoffDelay,
     getJson: getJson,
+    sendJson: sendJson,
+    localTime: localTime,
     cssToken: cssToken,
     csrfToken: csrfToken,
     setLiveState: setLiveState

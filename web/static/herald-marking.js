@@ -15,31 +15,7 @@
   "use strict";
 
   var Live = window.HeraldLive;
-
-  function sendJson(method, url, body) {
-    return fetch(url, {
-      method: method,
-      credentials: "same-origin",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json",
-        "X-CSRF-Token": Live.csrfToken()
-      },
-      body: JSON.stringify(body)
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (answer) {
-        if (!response.ok) {
-          throw new Error(answer.message || "The server answered " + response.status + ".");
-        }
-        return answer;
-      });
-    });
-  }
-
-  function localTime(iso) {
-    var moment = new Date(iso);
-    return isNaN(moment.getTime()) ? String(iso) : moment.toLocaleString();
-  }
+  var localTime = Live.localTime;
 
   // ---------------------------------------------------------------------------
   function MarkingPanel(root, live) {
@@ -165,7 +141,7 @@
       }
       var email = form.querySelector('[data-field="email"]');
       var body = { at: at, email: Boolean(email && email.checked) };
-      sendJson("POST", "/api/assignments/" + self.assignmentId + "/release", body).then(function () {
+      Live.sendJson("POST", "/api/assignments/" + self.assignmentId + "/release", body).then(function () {
         self.say(at === null ? "Releasing the grades now." : "Release scheduled for " + localTime(at) + ".", false);
         self.refresh();
       }, function (error) {
@@ -183,7 +159,7 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       form.dataset.saving = "1";
-      sendJson("PUT", "/api/submissions/" + id + "/grade", { grade: input.value }).then(function (answer) {
+      Live.sendJson("PUT", "/api/submissions/" + id + "/grade", { grade: input.value }).then(function (answer) {
         input.value = answer.grade;
         form.dataset.saved = answer.grade;
         if (state) {

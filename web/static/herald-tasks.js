@@ -22,6 +22,7 @@
   "use strict";
 
   var Live = window.HeraldLive;
+  var localTime = Live.localTime;
   var TERMINAL = ["done", "failed", "cancelled", "skipped"];
   var RETRYABLE = ["failed", "cancelled"];
   // At most one "how many new tasks?" question per this many ms, however busy the queue.
@@ -30,26 +31,6 @@
   // Rows that ended are refreshed together, a moment after the first of them ends.
   var REFRESH_AFTER_MS = 300;
   var ID = /^\d+$/;
-
-  function sendPost(url) {
-    return fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRF-Token": Live.csrfToken() }
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (answer) {
-        if (!response.ok) {
-          throw new Error(answer.message || "The server answered " + response.status + ".");
-        }
-        return answer;
-      });
-    });
-  }
-
-  function localTime(iso) {
-    var moment = new Date(iso);
-    return isNaN(moment.getTime()) ? String(iso) : moment.toLocaleString();
-  }
 
   /* As the server's duration_text: 0.4 s, 12 s, 3 min 4 s, 2 h 5 min. */
   function durationText(seconds) {
@@ -202,7 +183,7 @@
         event.preventDefault();
         var button = form.querySelector("button");
         if (button) { button.disabled = true; }
-        sendPost("/api/tasks/" + match[1] + "/" + match[2]).then(function (answer) {
+        Live.sendJson("POST", "/api/tasks/" + match[1] + "/" + match[2]).then(function (answer) {
           say(match[2] === "retry" ? "Task " + match[1] + " is queued again." :
             "Task " + match[1] + ": " + (answer.message || "cancelled."), false);
         }, function (error) {
