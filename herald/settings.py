@@ -144,6 +144,8 @@ class Settings:
     alert_emails: tuple[str, ...] = ()
     # A queue whose oldest ready job has waited longer than this raises an alert; 0: never.
     backlog_alert_seconds: int = 600
+    # A scrape of /metrics must send it as a bearer token; None: loopback scrapes only.
+    metrics_token: str | None = field(default=None, repr=False)
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -281,4 +283,15 @@ class Settings:
             log_level=get(
                 "HERALD_LOG_LEVEL", "info", lambda n, v: _choice(n, v.lower(), LOG_LEVELS)
             ),
+            metrics_token=get("HERALD_METRICS_TOKEN", None, _metrics_token),
         )
+
+
+def _metrics_token(name: str, raw: str) -> str:
+    # /metrics tells whoever holds the token how busy the site is: not a guessable word.
+    if len(raw) < MIN_SECRET_LENGTH or len(set(raw)) < MIN_SECRET_DISTINCT_CHARS:
+        raise SettingsError(
+            f"{name} must be a random string of at least {MIN_SECRET_LENGTH} characters "
+            "(e.g. `openssl rand -base64 32`)"
+        )
+    return raw

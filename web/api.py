@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -178,30 +181,55 @@ async def get_thumbnail(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
 
-async def _db_ok(request: web.Request) -> bool:
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT), request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError, TimeoutError):
-        return False
-    return True
+async def _check_db(request: web.Request) -> None:
+    async with request.app[ENGINE].connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
-async def _redis_ok(request: web.Request) -> bool:
+async def _check_redis(request: web.Request) -> None:
+    await request.app[REDIS].ping()
+
+
+async def _check_router(request: web.Request) -> None:
+    """The router's WebSocket port accepts connections (where browsers join)."""
+    settings = request.app[SETTINGS]
+    _reader, writer = await asyncio.open_connection(settings.router_host, settings.router_port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def _timed(check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """One check's verdict: ``ok``, how long it took, and what went wrong if it did."""
+    started = time.perf_counter()
+    error = None
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            await request.app[REDIS].ping()
-    except (RedisError, OSError, TimeoutError):
-        return False
-    return True
+            await check()
+    except TimeoutError:
+        error = f"no answer within {HEALTH_TIMEOUT:g} s"
+    except (SQLAlchemyError, RedisError, OSError) as exc:
+        error = type(exc).__name__  # the class only: messages may name hosts and users
+    verdict: dict[str, Any] = {"ok": error is None}
+    verdict["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    if error is not None:
+        verdict["error"] = error
+    return verdict
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the DB and Redis answer, else 503."""
-    db_ok, redis_ok = await asyncio.gather(_db_ok(request), _redis_ok(request))
-    healthy = db_ok and redis_ok
-    return web.json_response(
-        {"status": "ok" if healthy else "unavailable", "db": db_ok, "redis": redis_ok},
-        status=200 if healthy else 503,
+    """200 when the DB, Redis and the router all answer (each within 2 s), else 503
+    naming those that do not; each check's verdict and time either way."""
+    names = ("db", "redis", "router")
+    verdicts = await asyncio.gather(
+        _timed(lambda: _check_db(request)),
+        _timed(lambda: _check_redis(request)),
+        _timed(lambda: _check_router(request)),
     )
+    checks = dict(zip(names, verdicts, strict=True))
+    failing = [name for name in names if not checks[name]["ok"]]
+    body: dict[str, Any] = {"status": "unavailable" if failing else "ok", "checks": checks}
+    if failing:
+        body["failing"] = failing
+    return web.json_response(body, status=503 if failing else 200)

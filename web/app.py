@@ -19,11 +19,14 @@ from herald.settings import Settings
 from web import (
     api,
     broadcasts,
+    dashboard,
     grading,
     imports,
     inbox,
     messages,
+    metrics,
     pages,
+    queues,
     reports,
     tasks_api,
     tasks_pages,
@@ -98,6 +101,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(tasks_pages.routes)
     app.router.add_routes(reports.routes)
     app.router.add_routes(imports.routes)
+    app.router.add_routes(queues.routes)
+    app.router.add_routes(dashboard.routes)
+    app.router.add_routes(metrics.routes)
     app.router.add_routes(pages.routes)
     app.router.add_static("/static", STATIC_DIR, name="static")
     return app

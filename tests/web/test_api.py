@@ -186,10 +186,10 @@ async def test_grade_hidden_until_released(client: Client, demo: Demo) -> None:
 
 
 async def test_healthz_reports_db_and_redis(client: Client) -> None:
-    """/healthz answers 200 with both backends up."""
+    """/healthz finds the DB and Redis up (no router runs here: see test_health.py)."""
     response = await client.get("/healthz")
-    assert response.status == 200
-    assert await response.json() == {"status": "ok", "db": True, "redis": True}
+    checks = (await response.json())["checks"]
+    assert checks["db"]["ok"] is True and checks["redis"]["ok"] is True
 
 
 async def test_unknown_api_route_is_json_404(client: Client) -> None:

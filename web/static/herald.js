@@ -31,6 +31,8 @@
     });
     var marking = document.querySelector("[data-marking]");
     if (marking) { new window.HeraldMarking.MarkingPanel(marking, live).start(); }
+    if (window.HeraldQueues) { window.HeraldQueues.start(live); }
+    if (window.HeraldDashboard) { window.HeraldDashboard.start(live); }
     if (window.HeraldTasks) { window.HeraldTasks.start(live); }
     window.Herald = { live: live, submissionPage: page };
     live.start();
