@@ -9,7 +9,6 @@ every worker on every machine applies it at once; it is announced on
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 from aiohttp import web
@@ -18,7 +17,8 @@ from herald.logs import get_logger
 from herald.models import User
 from herald.names import ADMIN_TASKS, EventType
 from web.auth import require_user
-from web.errors import BadJson, BadRequest, Forbidden, NotFound
+from web.errors import BadRequest, Forbidden, NotFound
+from web.json_body import read_json_object
 from web.keys import DB, PUBLISHER, QUEUE, SETTINGS
 from web.render import render
 from workers.queue_overview import QueueView, known_queues, queue_views
@@ -124,12 +124,7 @@ async def patch_queue(request: web.Request) -> web.Response:
     """Change some of a queue's settings (``paused``, ``max_active``, ``window``,
     ``immediate``); applied at once on every worker. 400 with the reason if invalid."""
     user = _admin(request, page=False)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadJson() from None
-    if not isinstance(body, dict):
-        raise BadJson("The body must be a JSON object.")
+    body = await read_json_object(request)
     view = await _apply(request, user, request.match_info["name"], _changes(body))
     return web.json_response(view.as_json())
 
