@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ from herald.models import Task
 from herald.names import REALM, submission_topic
 from web.auth import authenticate, end_session, require_user, set_session_cookie, start_session
 from web.errors import BadJson, NotFound
+from web.json_body import read_json_object
 from web.keys import DB, ENGINE, REDIS, SESSIONS, SETTINGS
 from web.queries import (
     assignments_for,
@@ -39,20 +39,10 @@ routes = web.RouteTableDef()
 HEALTH_TIMEOUT = 2.0
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
-        raise BadJson() from None
-    if not isinstance(body, dict):
-        raise BadJson()
-    return body
-
-
 @routes.post("/api/session")
 async def create_session(request: web.Request) -> web.Response:
     """Sign in with username and password; sets the session cookie."""
-    body = await _json_object(request)
+    body = await read_json_object(request)
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise BadJson('Send {"username": ..., "password": ...}.')
