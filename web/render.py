@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from herald.broadcasts import unseen_broadcasts
 from herald.links import local_path
-from herald.models import Enrolment, User
+from herald.models import STAFF_ROLES, Enrolment, User
 from web.keys import DB, SESSION, USER
 from web.messages import unread_count, unseen_flashes
 from web.queries import submission_progress
@@ -71,6 +71,7 @@ def _base_context(request: web.Request) -> dict[str, Any]:
         "flashes": [],
         "broadcasts": [],
         "course_ids": [],
+        "runs_reports": False,
         "unread_count": 0,
         "request_path": request.path,
     }
@@ -79,15 +80,19 @@ def _base_context(request: web.Request) -> dict[str, Any]:
 async def _user_context(db: AsyncSession, user: User) -> dict[str, Any]:
     # Flashes and broadcasts not yet acknowledged are shown again on every page view;
     # the page follows course.{id} for each course the user is enrolled in.
-    course_ids = await db.scalars(
-        select(Enrolment.course_id)
-        .where(Enrolment.user_id == user.id)
-        .order_by(Enrolment.course_id)
-    )
+    enrolments = (
+        await db.execute(
+            select(Enrolment.course_id, Enrolment.role)
+            .where(Enrolment.user_id == user.id)
+            .order_by(Enrolment.course_id)
+        )
+    ).all()
     return {
         "flashes": await unseen_flashes(db, user.id, limit=FLASH_LIMIT),
         "broadcasts": await unseen_broadcasts(db, user.id, limit=FLASH_LIMIT),
-        "course_ids": list(course_ids.all()),
+        "course_ids": [row.course_id for row in enrolments],
+        # Reports are for markers and admins (workers.catalog says which).
+        "runs_reports": user.is_admin or any(row.role in STAFF_ROLES for row in enrolments),
         "unread_count": await unread_count(db, user.id),
     }
 

@@ -262,3 +262,10 @@ def test_page_scripts_never_write_html() -> None:
         source = re.sub(r"/\*.*?\*/|//[^\n]*", "", script.read_text(), flags=re.DOTALL)
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in source, f"{script.name} uses {sink}"
+
+
+async def test_reports_link_only_for_markers_and_admins(client: Client, demo: Demo) -> None:
+    for username, shown in (("alice", False), ("mark", True), ("ada", True)):
+        await login(client, username)
+        page = await (await client.get("/")).text()
+        assert ('href="/reports"' in page) is shown, username
