@@ -207,11 +207,10 @@
     this.root = root;
     this.live = live;
     this.url = root.dataset.statsUrl;
-    this.fetching = false;
-    this.again = false;
-    this.timer = null;
-    this.lastFetch = 0;
     this.status = root.querySelector('[data-field="dashboard-status"]');
+    var self = this;
+    // One fetch at a time and at most one every MIN_GAP_MS; asks meanwhile make one more.
+    this.refresh = Live.coalesced(function () { return self.fetchStats(); }, MIN_GAP_MS);
   }
 
   Dashboard.prototype.start = function () {
@@ -226,32 +225,13 @@
     this.refresh();
   };
 
-  /* One fetch at a time and at most one every MIN_GAP_MS; asks meanwhile make one more. */
-  Dashboard.prototype.refresh = function () {
+  Dashboard.prototype.fetchStats = function () {
     var self = this;
-    if (this.fetching || this.timer !== null) {
-      this.again = true;
-      return;
-    }
-    var wait = this.lastFetch + MIN_GAP_MS - Date.now();
-    if (wait > 0) {
-      this.timer = setTimeout(function () {
-        self.timer = null;
-        self.refresh();
-      }, wait);
-      return;
-    }
-    this.fetching = true;
-    this.again = false;
-    this.lastFetch = Date.now();
-    Live.getJson(this.url).then(function (stats) {
+    return Live.getJson(this.url).then(function (stats) {
       self.render(stats);
       if (self.status) { self.status.textContent = ""; }
-    }).catch(function () {
+    }, function () {
       if (self.status) { self.status.textContent = "Could not refresh the charts; trying again."; }
-    }).then(function () {
-      self.fetching = false;
-      if (self.again) { self.refresh(); }
     });
   };
 

@@ -73,6 +73,39 @@
     });
   }
 
+  /* A refresh for a live panel: run fetchOnce (returning a promise) one at a time and
+     at most once every minGapMs; calls meanwhile make exactly one more run afterwards,
+     so the last run always starts after the last call and its answer is the truth. */
+  function coalesced(fetchOnce, minGapMs) {
+    var running = false;
+    var again = false;
+    var timer = null;
+    var last = 0;
+    function run() {
+      if (running || timer !== null) {
+        again = true;
+        return;
+      }
+      var wait = last + (minGapMs || 0) - Date.now();
+      if (wait > 0) {
+        timer = setTimeout(function () {
+          timer = null;
+          run();
+        }, wait);
+        return;
+      }
+      running = true;
+      again = false;
+      last = Date.now();
+      Promise.resolve().then(fetchOnce).catch(function () { /* the next call tries again */ })
+        .then(function () {
+          running = false;
+          if (again) { run(); }
+        });
+    }
+    return run;
+  }
+
   /* An ISO time as the reader's own clock says it. */
   function localTime(iso) {
     var moment = new Date(iso);
@@ -237,6 +270,7 @@
     getJson: getJson,
     sendJson: sendJson,
     localTime: localTime,
+    coalesced: coalesced,
     cssToken: cssToken,
     csrfToken: csrfToken,
     setLiveState: setLiveState

@@ -23,8 +23,9 @@
     this.live = live;
     this.assignmentId = root.dataset.assignmentId;
     this.url = root.dataset.markingUrl;
-    this.fetching = false;
-    this.again = false;
+    var self = this;
+    // One fetch at a time; announcements during a fetch make one more afterwards.
+    this.refresh = Live.coalesced(function () { return self.fetchMarking(); }, 0);
     this.status = root.querySelector('[data-field="marking-status"]');
   }
 
@@ -46,22 +47,10 @@
     this.showScheduledTimes();
   };
 
-  /* One fetch at a time; announcements during a fetch make one more afterwards. */
-  MarkingPanel.prototype.refresh = function () {
+  MarkingPanel.prototype.fetchMarking = function () {
     var self = this;
-    if (this.fetching) {
-      this.again = true;
-      return;
-    }
-    this.fetching = true;
-    Live.getJson(this.url + "?submissions=" + this.rowIds().join(",")).then(function (marking) {
+    return Live.getJson(this.url + "?submissions=" + this.rowIds().join(",")).then(function (marking) {
       self.render(marking);
-    }).catch(function () { /* the next announcement or reconnect tries again */ }).then(function () {
-      self.fetching = false;
-      if (self.again) {
-        self.again = false;
-        self.refresh();
-      }
     });
   };
 

@@ -24,10 +24,9 @@
     this.rows = root.querySelector('[data-field="queue-rows"]');
     this.template = root.querySelector("template[data-queue-template]");
     this.status = root.querySelector('[data-field="queues-status"]');
-    this.fetching = false;
-    this.again = false;
-    this.lastFetch = 0;
-    this.timer = null;
+    var self = this;
+    // One fetch at a time and at most one a second; announcements meanwhile make one more.
+    this.refresh = Live.coalesced(function () { return self.fetchQueues(); }, MIN_GAP_MS);
   }
 
   QueuesPanel.prototype.start = function () {
@@ -44,30 +43,11 @@
     });
   };
 
-  /* One fetch at a time and at most one a second; announcements meanwhile make one more. */
-  QueuesPanel.prototype.refresh = function () {
+  QueuesPanel.prototype.fetchQueues = function () {
     var self = this;
-    if (this.fetching || this.timer !== null) {
-      this.again = true;
-      return;
-    }
-    var wait = this.lastFetch + MIN_GAP_MS - Date.now();
-    if (wait > 0) {
-      this.timer = setTimeout(function () {
-        self.timer = null;
-        self.refresh();
-      }, wait);
-      return;
-    }
-    this.fetching = true;
-    this.again = false;
-    this.lastFetch = Date.now();
-    Live.getJson(this.url).then(function (answer) {
+    return Live.getJson(this.url).then(function (answer) {
       (answer.queues || []).forEach(function (queue) { self.render(queue); });
       self.root.dataset.refreshed = String(Date.now());
-    }).catch(function () { /* the next announcement or reconnect tries again */ }).then(function () {
-      self.fetching = false;
-      if (self.again) { self.refresh(); }
     });
   };
 

@@ -370,9 +370,10 @@
     this.topic = root.dataset.topic;
     this.apiUrl = root.dataset.apiUrl;
     this.seq = parseInt(root.dataset.seq, 10) || 0;
-    this.fetching = false;
-    this.again = false;
     this.say = sayIn(field(root, "action-status"));
+    var self = this;
+    // One fetch at a time; events during a fetch make one more afterwards.
+    this.refresh = Live.coalesced(function () { return self.fetchTask(); }, 0);
   }
 
   TaskDetail.prototype.start = function () {
@@ -401,23 +402,12 @@
     });
   };
 
-  TaskDetail.prototype.refresh = function () {
+  TaskDetail.prototype.fetchTask = function () {
     var self = this;
-    if (this.fetching) {
-      this.again = true;
-      return;
-    }
-    this.fetching = true;
-    Live.getJson(this.apiUrl).then(function (task) {
+    return Live.getJson(this.apiUrl).then(function (task) {
       if (task.seq >= self.seq) {
         self.seq = task.seq;
         self.render(task);
-      }
-    }).catch(function () { /* the next event or reconnect tries again */ }).then(function () {
-      self.fetching = false;
-      if (self.again) {
-        self.again = false;
-        self.refresh();
       }
     });
   };
