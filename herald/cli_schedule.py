@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from herald.cli_tasks import _Backends, _print_table, _run
+from herald.cli_tasks import Backends, print_table, run_with_backends
 from herald.settings import Settings
 
 __all__ = ["add_schedule_commands", "scheduler_check"]
@@ -27,7 +27,7 @@ def _when(moment: datetime | None, zone: ZoneInfo, *, human: bool) -> str | None
     return local.strftime("%Y-%m-%d %H:%M:%S %Z") if human else local.isoformat()
 
 
-async def _jobs(b: _Backends, jobs: list[Any], zone: ZoneInfo, count: int, human: bool) -> list:
+async def _jobs(b: Backends, jobs: list[Any], zone: ZoneInfo, count: int, human: bool) -> list:
     from workers._schedule_state import ScheduleState, last_fired_in_db
     from workers.kinds import UnknownKind, kind_named
 
@@ -71,7 +71,7 @@ async def _jobs(b: _Backends, jobs: list[Any], zone: ZoneInfo, count: int, human
     return rows
 
 
-async def _one_offs(b: _Backends, zone: ZoneInfo, limit: int, human: bool) -> list[dict[str, Any]]:
+async def _one_offs(b: Backends, zone: ZoneInfo, limit: int, human: bool) -> list[dict[str, Any]]:
     """Tasks whose jobs wait in a delayed set (a run-at time, or a retry's backoff)."""
     from sqlalchemy import select
 
@@ -113,7 +113,7 @@ def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
     zone = ZoneInfo(settings.timezone)
     human = not args.json
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         rows = await _jobs(b, jobs, zone, args.next, human)
         pending = await _one_offs(b, zone, args.limit, human)
         if args.json:
@@ -127,12 +127,12 @@ def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
             row["next"] = ", ".join(row["next"]) or "-"
             last = row["last_run"]
             row["last_run"] = f"{last} (task {row['last_task']})" if last else "never"
-        _print_table(rows, ["job", "cron", "kind", "next", "last_run", "missed", "limits", "note"])
+        print_table(rows, ["job", "cron", "kind", "next", "last_run", "missed", "limits", "note"])
         print("\nOne-off tasks waiting for a time (herald enqueue KIND --at TIME):")
-        _print_table(pending, ["id", "kind", "queue", "due", "waiting_for", "key"])
+        print_table(pending, ["id", "kind", "queue", "due", "waiting_for", "key"])
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 async def scheduler_check(settings: Settings) -> int:

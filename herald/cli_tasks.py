@@ -20,14 +20,14 @@ from zoneinfo import ZoneInfo
 from herald.models import TaskStatus
 from herald.settings import Settings
 
-__all__ = ["add_task_commands"]
+__all__ = ["Backends", "add_task_commands", "print_table", "run_with_backends"]
 
 _RELATIVE = re.compile(r"\+(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 @dataclass
-class _Backends:
+class Backends:
     sessions: Any
     transactions: Any
     queue: Any
@@ -35,7 +35,7 @@ class _Backends:
 
 
 @asynccontextmanager
-async def _backends(settings: Settings) -> AsyncIterator[_Backends]:
+async def _backends(settings: Settings) -> AsyncIterator[Backends]:
     from redis.asyncio import Redis
 
     from herald.db import Transactions, create_engine, session_factory
@@ -46,7 +46,7 @@ async def _backends(settings: Settings) -> AsyncIterator[_Backends]:
     engine = create_engine(settings)
     transactions = Transactions(engine)
     try:
-        yield _Backends(
+        yield Backends(
             session_factory(engine), transactions, RedisQueue(redis), EventPublisher(redis)
         )
     finally:
@@ -55,7 +55,7 @@ async def _backends(settings: Settings) -> AsyncIterator[_Backends]:
         await engine.dispose()
 
 
-def _run(settings: Settings, work: Callable[[_Backends], Awaitable[int]]) -> int:
+def run_with_backends(settings: Settings, work: Callable[[Backends], Awaitable[int]]) -> int:
     """Run one command against the DB and Redis; domain errors become exit code 1."""
     from workers.control import TaskControlError
 
@@ -86,7 +86,7 @@ def _parse_at(text: str, zone: str) -> float:
     return when.timestamp()
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         print("(none)")
         return
@@ -101,7 +101,7 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[st
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        _print_table(rows, columns)
+        print_table(rows, columns)
 
 
 # --- commands -------------------------------------------------------------------
@@ -128,7 +128,7 @@ def _cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
         queue=args.queue,
     )
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         [done] = await submit_tasks(b.transactions, b.queue, [request])
         if args.json:
             print(json.dumps({"id": done.id, "created": done.created}))
@@ -136,14 +136,14 @@ def _cmd_enqueue(settings: Settings, args: argparse.Namespace) -> int:
             print(f"task {done.id} {'queued' if done.created else 'exists (same key)'}")
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _cmd_tasks(settings: Settings, args: argparse.Namespace) -> int:
     from workers.context import task_state
     from workers.control import list_tasks
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         tasks = await list_tasks(
             b.sessions, status=args.status, kind=args.kind, queue=args.queue, limit=args.limit
         )
@@ -152,7 +152,7 @@ def _cmd_tasks(settings: Settings, args: argparse.Namespace) -> int:
         _emit(args, rows, columns)
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
@@ -160,7 +160,7 @@ def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     from workers.control import failures_since
     from workers.queue_settings import QueueConfig, load_queue_settings
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         configs = await load_queue_settings(b.sessions)
         names = sorted(set(configs) | await b.queue.known_queues())
         failures = await failures_since(b.sessions, utcnow() - timedelta(hours=1))
@@ -183,7 +183,7 @@ def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
         _emit(args, rows, list(rows[0]) if rows else ["queue"])
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
@@ -199,29 +199,29 @@ def _cmd_queue(settings: Settings, args: argparse.Namespace) -> int:
     if args.immediate is not None:
         changes["immediate"] = args.immediate == "on"
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         config = await update_queue(b.sessions, b.queue, args.name, **changes)
         print(json.dumps(config.__dict__))
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     from workers.control import retry_task
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         await retry_task(b.sessions, b.queue, b.publisher, args.id)
         print(f"task {args.id} queued again")
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     from workers.control import cancel_task
 
-    async def work(b: _Backends) -> int:
+    async def work(b: Backends) -> int:
         status = await cancel_task(b.sessions, b.queue, b.publisher, args.id)
         print(
             f"task {args.id} cancelled"
@@ -230,7 +230,7 @@ def _cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(settings, work)
+    return run_with_backends(settings, work)
 
 
 def _max_active(text: str) -> str:
