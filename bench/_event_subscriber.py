@@ -1,0 +1,115 @@
+"""The receiving end of bench/event_latency.py: a browser-role WAMP client that joins
+as a page does and stamps every event of the benchmark on arrival.
+
+    python -m bench._event_subscriber --topic user.3   (HERALD_* settings in the env)
+
+It reads its WAMP ticket from the first line of stdin (a ticket never goes on a
+command line), joins over the browser WebSocket transport with WAMP-Ticket and the
+page's Origin (``tests.wamp_client``, the client the end-to-end tests use), and
+subscribes to ``--topic``, which the router's authorizer must allow.
+
+Commands on stdin, answers on stdout (one JSON object a line):
+``count LABEL`` → ``{"count": n}`` (measured events of that run received so far);
+``dump LABEL PATH`` → writes ``{"received": [[i, from_due_ns, from_send_ns, seq], ...],
+"duplicates": n}`` to PATH and answers ``{"ok": true}``; ``quit`` leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from herald.logs import configure_logging, get_logger
+from herald.settings import Settings
+from tests.wamp_client import close_browser, connect_browser
+
+log = get_logger(__name__)
+
+
+class Stamps:
+    """Arrival stamps per run label; warm-up events are counted apart and not kept."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+        self.seen: dict[str, set[int]] = defaultdict(set)
+        self.duplicates: dict[str, int] = defaultdict(int)
+        self.warm: dict[str, int] = defaultdict(int)
+        self.foreign = 0
+
+    def on_event(self, envelope: Any, *_args: Any, **_kwargs: Any) -> None:
+        now = time.time_ns()
+        try:
+            stamp = envelope["data"]["bench"]
+            label, index = stamp["run"], stamp["i"]
+        except (KeyError, TypeError):
+            self.foreign += 1
+            return
+        if stamp["warm"]:
+            self.warm[label] += 1
+            return
+        if index in self.seen[label]:
+            self.duplicates[label] += 1
+            return
+        self.seen[label].add(index)
+        self.received[label].append(
+            (index, now - stamp["due"], now - stamp["sent"], envelope["seq"])
+        )
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(topic: str, settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    ticket = (await stdin.readline()).decode().strip()
+    session = await connect_browser(settings, ticket)
+    stamps = Stamps()
+    await session.subscribe(stamps.on_event, topic)
+    log.info("subscribed", topic=topic)
+    _say({"ready": True})
+    try:
+        while line := (await stdin.readline()).decode().strip():
+            command, *rest = line.split(" ", 2)
+            if command == "count":
+                _say({"count": len(stamps.received[rest[0]])})
+            elif command == "dump":
+                label, path = rest
+                body = {
+                    "received": stamps.received.pop(label, []),
+                    "duplicates": stamps.duplicates.pop(label, 0),
+                    "warm": stamps.warm.pop(label, 0),
+                }
+                await asyncio.to_thread(Path(path).write_text, json.dumps(body), "utf-8")
+                stamps.seen.pop(label, None)
+                _say({"ok": True})
+            elif command == "quit":
+                break
+            else:
+                _say({"error": f"unknown command {command!r}"})
+    finally:
+        if stamps.foreign:
+            log.warning("events without benchmark stamps", count=stamps.foreign)
+        await close_browser(session)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--topic", required=True)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    configure_logging(settings, "bench-subscriber")
+    asyncio.run(serve(args.topic, settings))
+
+
+if __name__ == "__main__":
+    main()
