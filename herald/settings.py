@@ -110,7 +110,9 @@ class Settings:
     router_host: str = "127.0.0.1"
     router_port: int = 8080
     backend_port: int = 8081
-    router_public_url: str = "ws://127.0.0.1:8080/ws"
+    # Where browsers join the router: one URL per router node, the page starts at a
+    # random one and moves to the next when it cannot connect or loses its connection.
+    router_public_urls: tuple[str, ...] = ("ws://127.0.0.1:8080/ws",)
     allowed_origins: tuple[str, ...] = ()
     max_upload_bytes: int = 25 * 1024 * 1024
     ticket_ttl_seconds: int = 60
@@ -148,6 +150,11 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     log_format: str = "auto"
     log_level: str = "info"
+
+    @property
+    def router_public_url(self) -> str:
+        """The first router URL: this node's own, for clients that know only one."""
+        return self.router_public_urls[0]
 
     @property
     def backend_url(self) -> str:
@@ -207,10 +214,10 @@ class Settings:
         backend_port = get(
             "HERALD_ROUTER_BACKEND_PORT", 8081, lambda n, v: _int(n, v, low=1, high=65535)
         )
-        public_url = get(
+        public_urls = get(
             "HERALD_ROUTER_PUBLIC_URL",
-            f"ws://{router_host}:{router_port}/ws",
-            lambda n, v: _url(n, v, ("ws", "wss")),
+            (f"ws://{router_host}:{router_port}/ws",),
+            _router_urls,
         )
         admin_webhook_url = get(
             "HERALD_ADMIN_WEBHOOK_URL", None, lambda n, v: _url(n, v, ("http", "https"))
@@ -234,7 +241,7 @@ class Settings:
             router_host=router_host,
             router_port=router_port,
             backend_port=backend_port,
-            router_public_url=public_url,
+            router_public_urls=public_urls,
             allowed_origins=origins,
             max_upload_bytes=get(
                 "HERALD_MAX_UPLOAD_BYTES", 25 * 1024 * 1024, lambda n, v: _int(n, v, low=1)
@@ -285,6 +292,18 @@ class Settings:
             ),
             metrics_token=get("HERALD_METRICS_TOKEN", None, _metrics_token),
         )
+
+
+def _router_urls(name: str, raw: str) -> tuple[str, ...]:
+    """One router URL, or several (comma-separated) for a cluster of router nodes."""
+    urls = tuple(dict.fromkeys(u.strip() for u in raw.split(",") if u.strip()))
+    if not urls:
+        raise SettingsError(f"{name}={raw!r} names no router URL")
+    for url in urls:
+        _url(name, url, ("ws", "wss"))
+        if not urlsplit(url).hostname:
+            raise SettingsError(f"{name}={raw!r}: {url!r} names no host")
+    return urls
 
 
 def _metrics_token(name: str, raw: str) -> str:

@@ -120,7 +120,10 @@ async def wamp_ticket(request: web.Request) -> web.Response:
     ticket = await request.app[SESSIONS].issue_ticket(session)
     return web.json_response(
         {
+            # ``url`` for clients that know one router; ``urls`` every router node, for
+            # the page to spread over and fail over between (herald-live.js).
             "url": settings.router_public_url,
+            "urls": list(settings.router_public_urls),
             "realm": REALM,
             "authid": str(user.id),
             "ticket": ticket,

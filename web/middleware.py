@@ -98,14 +98,15 @@ def _origin(url: str) -> str:
 
 
 def content_security_policy(settings: Settings) -> str:
-    """Only our own scripts, styles and images; WebSockets to the router only."""
+    """Only our own scripts, styles and images; WebSockets to the router nodes only."""
+    routers = " ".join(dict.fromkeys(_origin(url) for url in settings.router_public_urls))
     return "; ".join(
         [
             "default-src 'self'",
             "script-src 'self'",
             "style-src 'self'",
             "img-src 'self' data:",
-            f"connect-src 'self' {_origin(settings.router_public_url)}",
+            f"connect-src 'self' {routers}",
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",

@@ -130,3 +130,41 @@ def test_admin_webhook_url_requires_a_strong_secret(secret: str | None) -> None:
         Settings.from_env(env)
     assert "at least 16 characters" in str(raised.value)
     assert "HERALD_ADMIN_WEBHOOK_URL is set" in str(raised.value)
+
+
+def test_router_public_url_names_one_node_or_several() -> None:
+    """One router URL as before; a comma-separated list names every router node of a
+    cluster, in order, duplicates dropped, and the first is ``router_public_url``."""
+    one = Settings.from_env({"HERALD_ROUTER_PUBLIC_URL": "wss://herald.example.ac.uk/ws"})
+    assert one.router_public_urls == ("wss://herald.example.ac.uk/ws",)
+    assert one.router_public_url == "wss://herald.example.ac.uk/ws"
+    default = Settings.from_env({"HERALD_ROUTER_PORT": "9080"})
+    assert default.router_public_urls == ("ws://127.0.0.1:9080/ws",)
+    several = Settings.from_env(
+        {
+            "HERALD_ROUTER_PUBLIC_URL": (
+                " wss://r1.example.ac.uk/ws, wss://r2.example.ac.uk:8443/ws,,"
+                "wss://r1.example.ac.uk/ws"
+            )
+        }
+    )
+    assert several.router_public_urls == (
+        "wss://r1.example.ac.uk/ws",
+        "wss://r2.example.ac.uk:8443/ws",
+    )
+    assert several.router_public_url == "wss://r1.example.ac.uk/ws"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("wss://r1.example/ws, https://r2.example/ws", "must use one of the schemes ws, wss"),
+        (" , ,", "names no router URL"),
+        ("wss://r1.example/ws,wss:///ws", "names no host"),
+    ],
+)
+def test_bad_router_urls_fail_clearly(value: str, message: str) -> None:
+    """Every URL of the list is checked; a bad one names the variable."""
+    with pytest.raises(SettingsError, match=r"^HERALD_ROUTER_PUBLIC_URL") as raised:
+        Settings.from_env({"HERALD_ROUTER_PUBLIC_URL": value})
+    assert message in str(raised.value)

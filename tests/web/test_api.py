@@ -119,6 +119,7 @@ async def test_ticket_is_issued_and_redeemable_once(
     body = await response.json()
     settings = settings_of(client)
     assert body["url"] == settings.router_public_url
+    assert body["urls"] == [settings.router_public_url]
     assert body["realm"] == "herald"
     assert body["authid"] == str(demo.users["alice"].id)
     store = SessionStore(redis, session_ttl=60, ticket_ttl=60)
@@ -126,6 +127,21 @@ async def test_ticket_is_issued_and_redeemable_once(
     assert grant is not None
     assert grant.user_id == demo.users["alice"].id
     assert await store.redeem_ticket(body["ticket"]) is None
+
+
+async def test_ticket_names_every_router_node(make_client: ClientFactory) -> None:
+    """With several router nodes configured, the ticket lists them all, in order, for
+    the page to fail over between; ``url`` stays the first, for one-router clients."""
+    nodes = ["ws://127.0.0.1:9180/ws", "wss://router-2.example.ac.uk/ws"]
+    client = await make_client(HERALD_ROUTER_PUBLIC_URL=",".join(nodes))
+    await login(client, "alice")
+    response = await client.get("/api/wamp/ticket")
+    assert response.status == 200
+    body = await response.json()
+    assert body["urls"] == nodes
+    assert body["url"] == nodes[0]
+    # Either node accepts it: the ticket lives in the shared Redis, not in a router.
+    assert body["ticket"]
 
 
 async def test_ticket_requires_login(client: Client) -> None:

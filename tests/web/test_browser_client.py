@@ -6,11 +6,12 @@ points at a closed port, which exercises the client's own reconnect loop.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, BrowserContext, Page
 
 from tests.support import free_port
 from tests.web.conftest import Client, ClientFactory, Demo, login, upload_form
@@ -139,3 +140,50 @@ async def test_submission_page_live_client(
     assert any(url.endswith(f"/api/submissions/{submission_id}") for url in resyncs)
     assert await page.evaluate("() => window.Herald.submissionPage.lastSeq") == 0
     assert problems == []
+
+
+async def test_live_connection_fails_over_between_router_nodes(
+    make_client: ClientFactory, demo: Demo, browser: Browser
+) -> None:
+    """With two router nodes named in the ticket, the page tries them in turn after each
+    failed connect (a fresh ticket each time), and a tab starts at the node it used last."""
+    if not VENDOR.exists():
+        pytest.skip("autobahn.min.js is not installed in web/static/vendor")
+    nodes = [f"ws://127.0.0.1:{free_port()}/ws", f"ws://127.0.0.1:{free_port()}/ws"]
+    client = await make_client(HERALD_ROUTER_PUBLIC_URL=",".join(nodes))
+    base = str(client.make_url("")).rstrip("/")
+
+    async def attempts_of(context: BrowserContext, count: int) -> list[str]:
+        page = await context.new_page()
+        tried: list[str] = []
+        tickets: list[str] = []
+        page.on("websocket", lambda socket: tried.append(socket.url))
+        page.on("request", lambda r: tickets.append(r.url) if "/api/wamp/ticket" in r.url else None)
+        await page.goto(f"{base}/login")
+        await page.fill("#username", "alice")
+        await page.fill("#password", "demo")
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{base}/")
+        await page.wait_for_function(
+            f"() => window.Herald && window.Herald.live.attempt >= {count}", timeout=20_000
+        )
+        assert len(tickets) >= count
+        return tried[:count]
+
+    fresh = await browser.new_context()
+    try:
+        tried = await attempts_of(fresh, 4)
+    finally:
+        await fresh.close()
+    assert set(tried) == set(nodes), tried
+    # Each failed connect moves on to the other node.
+    assert all(a != b for a, b in itertools.pairwise(tried)), tried
+
+    # A tab that last joined the second node starts there (sessionStorage).
+    returning = await browser.new_context()
+    await returning.add_init_script(f"sessionStorage.setItem('herald.router', '{nodes[1]}')")
+    try:
+        tried = await attempts_of(returning, 2)
+    finally:
+        await returning.close()
+    assert tried == [nodes[1], nodes[0]], tried

@@ -7,6 +7,7 @@ import re
 from herald.models import Assignment, Course, Message, MessageKind, User
 from tests.web.conftest import (
     Client,
+    ClientFactory,
     Demo,
     login,
     raw_multipart,
@@ -174,6 +175,19 @@ async def test_security_headers_on_every_response(client: Client) -> None:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "same-origin"
         assert response.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_csp_lets_pages_reach_every_router_node(make_client: ClientFactory) -> None:
+    """With several router nodes, connect-src names each node's origin once, and no other."""
+    client = await make_client(
+        HERALD_ROUTER_PUBLIC_URL=(
+            "wss://r1.example.ac.uk/ws,wss://r2.example.ac.uk:8443/ws,wss://r1.example.ac.uk/ws2"
+        )
+    )
+    response = await client.get("/login")
+    directives = [part.strip() for part in response.headers["Content-Security-Policy"].split(";")]
+    connect = [d for d in directives if d.startswith("connect-src ")]
+    assert connect == ["connect-src 'self' wss://r1.example.ac.uk wss://r2.example.ac.uk:8443"]
 
 
 async def test_pages_have_no_inline_scripts(client: Client, demo: Demo) -> None:

@@ -11,6 +11,11 @@
  * re-subscribes every topic on every open; each subscription's `subscribed` hook
  * is where a page resyncs what it missed while not subscribed.
  *
+ * Several router nodes: the ticket names every node's URL (`urls`). A tab starts at
+ * the node it used last (sessionStorage), else at a random one, so a cluster's
+ * browsers spread over its nodes; after a failed connect or a lost connection it
+ * tries the next node, and only backs off once a whole round of nodes has failed.
+ *
  * Data only ever reaches the DOM through textContent and attributes, never
  * innerHTML. Server data comes in through data-* attributes (CSP: no inline JS).
  */
@@ -19,6 +24,7 @@
 
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 30000;
+  var ROUTER_KEY = "herald.router";
   var STATE_TEXT = {
     offline: "offline",
     connecting: "connecting…",
@@ -129,6 +135,29 @@
     return String(value || "").toLowerCase().replace(/[^a-z0-9_-]/g, "");
   }
 
+  /* The router node this tab last joined, or null (storage may be off). */
+  function storedRouter() {
+    try {
+      return window.sessionStorage.getItem(ROUTER_KEY);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function storeRouter(url) {
+    try {
+      window.sessionStorage.setItem(ROUTER_KEY, url);
+    } catch (e) { /* a tab without storage just picks again next time */ }
+  }
+
+  /* The ticket's router URLs: `urls` from a cluster-aware server, else its one `url`. */
+  function routerUrls(grant) {
+    var urls = Array.isArray(grant.urls) ? grant.urls.filter(function (url) {
+      return typeof url === "string" && url;
+    }) : [];
+    return urls.length ? urls : [grant.url];
+  }
+
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? meta.getAttribute("content") || "" : "";
@@ -144,7 +173,25 @@
     this.timer = null;
     this.opened = false;
     this.stopped = false;
+    this.url = null;  // the router node of the current (or last) connect
+    this.urlCount = 1;
+    this.moveOn = false;  // the last connect to this.url failed or was lost
   }
+
+  /* The node to connect to: the current one while it works, the next one after it
+     failed, and for a tab's first connect the node it used before or a random one. */
+  LiveConnection.prototype._pickUrl = function (urls) {
+    var index = urls.indexOf(this.url);
+    if (index < 0) {
+      index = urls.indexOf(storedRouter());
+      if (index >= 0 && this.moveOn) { index = (index + 1) % urls.length; }
+    } else if (this.moveOn) {
+      index = (index + 1) % urls.length;
+    }
+    if (index < 0) { index = Math.floor(Math.random() * urls.length); }
+    this.moveOn = false;
+    return urls[index];
+  };
 
   LiveConnection.prototype.subscribe = function (topic, handler, hooks) {
     var sub = { topic: topic, handler: handler, hooks: hooks || {} };
@@ -191,8 +238,12 @@
     getJson(this.ticketUrl).then(function (grant) {
       if (self.stopped) { return; }
       var ticket = grant.ticket;
+      var urls = routerUrls(grant);
+      var url = self._pickUrl(urls);
+      self.url = url;
+      self.urlCount = urls.length;
       var connection = new autobahn.Connection({
-        url: grant.url,
+        url: url,
         realm: grant.realm,
         authmethods: ["ticket"],
         authid: grant.authid,
@@ -211,6 +262,7 @@
         self.session = session;
         self.attempt = 0;
         self.opened = true;
+        storeRouter(url);
         self._setState("live");
         self.subscriptions.forEach(function (sub) { self._subscribeOne(session, sub); });
       };
@@ -218,6 +270,7 @@
         if (connection === self.connection) {
           self.connection = null;
           self.session = null;
+          self.moveOn = true;  // unreachable, refused or lost: try the next node
           self._scheduleReconnect();
         }
         return true;  // never let autobahn retry: its ticket is spent
@@ -237,7 +290,8 @@
     if (this.stopped || this.timer !== null) { return; }
     var self = this;
     this._setState("reconnecting");
-    var delay = backoffDelay(this.attempt);
+    // Back off per round of nodes: a lost node's tabs move to the next one at once.
+    var delay = backoffDelay(Math.floor(this.attempt / this.urlCount));
     this.attempt += 1;
     this.timer = setTimeout(function () { self._connect(); }, delay);
   };
