@@ -24,6 +24,9 @@ the same rate before each measured run and are not counted. Per run: p50/p90/p99
 max, delivered/sent, the emitter's achieved rate, and each process's CPU (% of one
 core, from /proc) with the machine's busy share, so the load others put on the
 machine shows. Then the Herald/raw ratios and the issue's bars, pass or fail.
+
+``--profile DIR`` samples Crossbar, the bridge, the emitter and the subscriber with py-spy
+(``pip install py-spy``) during the Herald runs and leaves collapsed stacks in DIR.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import secrets  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -195,6 +199,35 @@ async def mint_ticket(settings: Settings, username: str) -> tuple[int, str]:
         await engine.dispose()
 
 
+def start_profilers(
+    pids: dict[str, int], folder: Path, label: str
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each process (collapsed stacks, ``NAME-LABEL.txt``) until stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).parent / "py-spy"
+    return [
+        subprocess.Popen(
+            [
+                # --subprocesses: Crossbar routes in a worker process under its node controller.
+                str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+                "--subprocesses",
+                "--nonblocking", "--output", str(folder / f"{name}-{label}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]  # fmt: skip
+
+
+async def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    # py-spy writes its output when interrupted.
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)
+    for proc in profilers:
+        await asyncio.to_thread(proc.wait, 30)
+
+
 async def drain(subscriber: LineChild, label: str, expected: int) -> None:
     """Until the subscriber has every measured event of ``label``, or none came for a while."""
     count, last_change = -1, time.monotonic()
@@ -232,11 +265,16 @@ async def measure(
     try:
         await emitter.receive()  # ready: connected to Redis, or joined to Crossbar
         watched = {**pids, "emitter": emitter.proc.pid}
+        profilers = []
+        if args.profile is not None and mode == "herald":
+            profiled = ("router", "bridge", "emitter", "subscriber")
+            profilers = start_profilers({n: watched[n] for n in profiled}, args.profile, label)
         before = snapshot(watched)
         await emitter.send("go")
         result = await emitter.receive(timeout=READY_TIMEOUT + (events + warmup) / rate)
         await drain(subscriber, label, events)
         after = snapshot(watched)
+        await stop_profilers(profilers)
         await emitter.send("quit")
     finally:
         await emitter.finish()
@@ -385,6 +423,12 @@ def main() -> None:
         "--events", type=int, default=0, help="measured events per run (overrides --seconds)"
     )
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample Crossbar, the bridge, emitter and subscriber with py-spy in the Herald runs "
+        "(collapsed stacks into this folder; pip install py-spy); latencies then include its cost",
+    )
     parser.add_argument("--keep", type=Path, help="keep the var/ folder (logs) here")
     args = parser.parse_args()
     if args.keep:

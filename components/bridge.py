@@ -99,7 +99,7 @@ class Bridge:
         try:
             # Not acknowledged: one transport keeps the order, and a round trip
             # per event would cap throughput for nothing the bridge could act on.
-            session.publish(channel, dict(envelope))
+            session.publish(channel, envelope)
         except (SessionNotReady, TransportLost, ApplicationError) as exc:
             self._drop_offline(channel, error=str(exc))
             return False
