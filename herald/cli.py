@@ -9,20 +9,22 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from herald.cli_schedule import add_schedule_commands
-from herald.cli_tasks import add_task_commands
-from herald.cli_users import add_user_commands
-from herald.db import create_engine, session_factory
-from herald.logs import configure_logging
 from herald.settings import Settings, SettingsError
 
 __all__ = ["main"]
 
 Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
+# What a container runs, and the --check its health check runs every few seconds: none
+# of them needs the operator commands' imports (SQLAlchemy and the models, about 1 s of
+# CPU per start), so the parser leaves those commands out when one of these is asked for.
+SERVICE_COMMANDS = frozenset({"web", "bridge", "router-auth", "router", "worker", "scheduler"})
+
 
 def _run_service(settings: Settings, name: str, service: Service) -> int:
     """Run an async service until SIGINT/SIGTERM sets its stop event."""
+    from herald.logs import configure_logging
+
     configure_logging(settings, name)
 
     async def runner() -> None:
@@ -37,33 +39,42 @@ def _run_service(settings: Settings, name: str, service: Service) -> int:
 
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from herald.logs import configure_logging
     from herald.up import run_up
 
     configure_logging(settings, "up")
     return run_up(settings, os.environ, workers=args.workers)
 
 
-def _cmd_web(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    if args.check:
+        return _web_check(settings)
     from web.app import serve
 
     return _run_service(settings, "web", serve)
 
 
-def _cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_bridge(settings: Settings, args: argparse.Namespace) -> int:
+    if args.check:
+        return _health_key_check(settings, "bridge")
     from components.bridge import serve
 
     return _run_service(settings, "bridge", serve)
 
 
-def _cmd_router_auth(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_router_auth(settings: Settings, args: argparse.Namespace) -> int:
+    if args.check:
+        return _health_key_check(settings, "router-auth")
     from router.service import serve
 
     return _run_service(settings, "router-auth", serve)
 
 
-def _cmd_router(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_router(settings: Settings, args: argparse.Namespace) -> int:
     from herald.crossbar import crossbar_command, crossbar_env, render_config
 
+    if args.check:
+        return _router_check(settings)
     node_dir = settings.var_dir / "crossbar"
     render_config(settings, node_dir)
     argv = crossbar_command(node_dir)
@@ -72,7 +83,7 @@ def _cmd_router(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.check:
-        return asyncio.run(_worker_check(settings))
+        return _health_key_check(settings, "worker")
     from workers.worker import UnsafeRedis, serve
 
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
@@ -88,12 +99,11 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
-    from herald.cli_schedule import scheduler_check
+    if args.check:
+        return _health_key_check(settings, "scheduler")
     from workers.schedule import load_schedule
     from workers.scheduler import serve
 
-    if args.check:
-        return asyncio.run(scheduler_check(settings))
     jobs = load_schedule(settings)  # a bad schedule file stops the process here (exit 2)
 
     async def service(s: Settings, stop: asyncio.Event) -> None:
@@ -102,22 +112,88 @@ def _cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return _run_service(settings, "scheduler", service)
 
 
-async def _worker_check(settings: Settings) -> int:
-    """Exit 0 when a worker on this host keeps its health key fresh."""
+# --- health checks: what a container's HEALTHCHECK runs (exit 0 healthy, 1 not) ---------
+# Each answers within CHECK_TIMEOUT seconds, well inside a health check's own timeout.
+CHECK_TIMEOUT = 5.0
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - bind addresses, probed via loopback
+
+
+def _health_key_check(settings: Settings, process: str) -> int:
+    """Exit 0 when a ``process`` on this host keeps its Redis health key fresh.
+
+    The key is held only while the process is ready (a worker claiming, the bridge
+    joined to its router and subscribed to Redis, router auth registered), so this
+    says more than "the process is alive".
+    """
     from redis.asyncio import Redis
+    from redis.exceptions import RedisError
 
-    from herald.health import health_key, instance_id
+    from herald.health import healthy_on_this_host
 
-    redis = Redis.from_url(settings.redis_url)
+    async def check() -> bool:
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=CHECK_TIMEOUT,
+            socket_timeout=CHECK_TIMEOUT,
+        )
+        try:
+            return await healthy_on_this_host(redis, process)
+        finally:
+            await redis.aclose()
+
     try:
-        pattern = health_key("worker", instance_id("*"))
-        async for _ in redis.scan_iter(match=pattern, count=100):
-            print("healthy")
-            return 0
-    finally:
-        await redis.aclose()
-    print("no healthy worker on this host", file=sys.stderr)
-    return 1
+        healthy = asyncio.run(check())
+    except (RedisError, OSError) as exc:
+        print(f"cannot read health keys from Redis: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if not healthy:
+        print(f"no healthy {process} on this host", file=sys.stderr)
+        return 1
+    print("healthy")
+    return 0
+
+
+def _web_check(settings: Settings) -> int:
+    """Exit 0 when this host's web process answers its /healthz with 200 (DB, Redis and
+    the router's port all answer); otherwise print what fails."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    host = "127.0.0.1" if settings.web_host in _WILDCARDS else settings.web_host
+    url = f"http://{host}:{settings.web_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            failing = json.loads(exc.read()).get("failing", [])
+        except ValueError:
+            failing = []
+        print(
+            f"web unhealthy: HTTP {exc.code}, failing: {', '.join(failing) or '?'}", file=sys.stderr
+        )
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"web does not answer at {url}: {exc}", file=sys.stderr)
+        return 1
+    print("healthy")
+    return 0
+
+
+def _router_check(settings: Settings) -> int:
+    """Exit 0 when this host's Crossbar accepts on its browser and backend ports."""
+    from herald.crossbar import router_ready
+
+    if not router_ready(settings):
+        print(
+            f"router not accepting on port {settings.router_port} (browsers) "
+            f"and {settings.backend_port} (backend)",
+            file=sys.stderr,
+        )
+        return 1
+    print("healthy")
+    return 0
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,6 +205,7 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_data(settings: Settings, _args: argparse.Namespace) -> int:
+    from herald.db import create_engine, session_factory
     from herald.demo import load_demo_data
 
     async def load() -> bool:
@@ -142,7 +219,7 @@ def _cmd_demo_data(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, operator_commands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Herald: realtime background tasks for learning systems."
     )
@@ -151,12 +228,21 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole platform on this machine (demo data included)")
     up.add_argument("--workers", type=int, default=1, help="worker processes to start")
     up.set_defaults(func=_cmd_up)
-    sub.add_parser("web", help="serve pages and the JSON API").set_defaults(func=_cmd_web)
-    sub.add_parser("bridge", help="relay Redis events to WAMP").set_defaults(func=_cmd_bridge)
-    sub.add_parser(
-        "router-auth", help="WAMP authenticator and authorizer for Crossbar"
-    ).set_defaults(func=_cmd_router_auth)
-    sub.add_parser("router", help="run the Crossbar router").set_defaults(func=_cmd_router)
+    services = (
+        ("web", "serve pages and the JSON API", _cmd_web, "its /healthz answers 200"),
+        ("bridge", "relay Redis events to WAMP", _cmd_bridge, "a bridge on this host is healthy"),
+        (
+            "router-auth",
+            "WAMP authenticator and authorizer for Crossbar",
+            _cmd_router_auth,
+            "router auth on this host is healthy",
+        ),
+        ("router", "run the Crossbar router", _cmd_router, "this host's router accepts"),
+    )
+    for name, help_text, func, healthy in services:
+        service = sub.add_parser(name, help=help_text)
+        service.add_argument("--check", action="store_true", help=f"exit 0 if {healthy}")
+        service.set_defaults(func=func)
 
     worker = sub.add_parser("worker", help="run queued tasks")
     worker.add_argument("--queues", default="io,cpu,diag", help="comma-separated queue names")
@@ -172,8 +258,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     scheduler.set_defaults(func=_cmd_scheduler)
 
-    add_task_commands(sub)
-    add_schedule_commands(sub)
+    if operator_commands:
+        from herald.cli_schedule import add_schedule_commands
+        from herald.cli_tasks import add_task_commands
+
+        add_task_commands(sub)
+        add_schedule_commands(sub)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
@@ -182,12 +272,17 @@ def _parser() -> argparse.ArgumentParser:
         "demo-data", help="load the demo course and accounts into an empty database"
     ).set_defaults(func=_cmd_demo_data)
 
-    add_user_commands(sub)
+    if operator_commands:
+        from herald.cli_users import add_user_commands
+
+        add_user_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    service = bool(words) and words[0] in SERVICE_COMMANDS
+    args = _parser(operator_commands=not service).parse_args(words)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

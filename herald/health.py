@@ -15,7 +15,14 @@ from redis.exceptions import RedisError
 
 from herald import names
 
-__all__ = ["HEALTH_INTERVAL", "health_key", "instance_id", "is_healthy", "keep_health"]
+__all__ = [
+    "HEALTH_INTERVAL",
+    "health_key",
+    "healthy_on_this_host",
+    "instance_id",
+    "is_healthy",
+    "keep_health",
+]
 
 HEALTH_INTERVAL = 5.0
 HEALTH_TTL = 3 * HEALTH_INTERVAL
@@ -50,3 +57,14 @@ async def keep_health(
 
 async def is_healthy(redis: Redis, process: str, instance: str) -> bool:
     return bool(await redis.exists(health_key(process, instance)))
+
+
+async def healthy_on_this_host(redis: Redis, process: str) -> bool:
+    """Whether some ``process`` on this host holds its health key (what ``--check`` asks).
+
+    A container's processes share its hostname, so "on this host" is "in this container".
+    """
+    # SCAN walks the whole keyspace; a large COUNT keeps that to a few round trips.
+    async for _ in redis.scan_iter(match=health_key(process, instance_id("*")), count=1000):
+        return True
+    return False
