@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from herald.crossbar import CONFIG_TEMPLATE
 from herald.settings import Settings
 from web.uploads import MULTIPART_SLACK
 from workers.kinds import KINDS, kind_named
@@ -336,6 +338,19 @@ def _block(conf: str, header: str) -> str:
 def _seconds(block: str, directive: str) -> int:
     (value,) = re.findall(rf"{directive} (\d+)s;", block)
     return int(value)
+
+
+def test_the_image_holds_every_package_and_the_crossbar_template() -> None:
+    """The build stage copies every package pyproject.toml installs and the Crossbar
+    config template, and installs editable: herald/crossbar.py finds the template
+    beside the herald package, which a site-packages install would not have."""
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.M))
+    assert {name.rstrip("*") for name in include} | {CONFIG_TEMPLATE.parent.name} <= copied
+    assert CONFIG_TEMPLATE.parent.parent == ROOT
+    assert "pip install --no-cache-dir -e ." in dockerfile
 
 
 def test_dockerfiles_pass_hadolint() -> None:
