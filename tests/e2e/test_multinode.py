@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, expect
 from redis.asyncio import Redis
 
 from herald import names
@@ -182,6 +181,10 @@ class Follower:
         self.joined: list[str] = []  # the node of every join
         self.session: BrowserSession | None = None
         self.closing = False
+        # Cleared, a lost connection is not replaced until set again: the test keeps the
+        # client away while events happen, so that only a resync can catch it up.
+        self.may_rejoin = asyncio.Event()
+        self.may_rejoin.set()
         self._watch: asyncio.Task[None] | None = None
 
     @property
@@ -238,6 +241,7 @@ class Follower:
         if not self.closing:
             self.session = None
             self.index = (self.index + 1) % len(self.urls)
+            await self.may_rejoin.wait()
             await self.join()
 
     async def close(self) -> None:
@@ -446,6 +450,28 @@ async def tasks_of(people: People, submission_ids: list[int]) -> dict[int, str]:
     }
 
 
+async def settled_tasks(
+    people: People, submission_ids: list[int], admins: list[Feed]
+) -> dict[int, str]:
+    """The submissions' tasks once all are finished and every admin feed shows them so
+    (a task's event is published just after its commit: poll, do not race it)."""
+    tasks: dict[int, str] = {}
+
+    async def settled() -> bool:
+        nonlocal tasks
+        tasks = await tasks_of(people, submission_ids)
+        return (
+            len(tasks) == len(submission_ids) * len(SUBMISSION_STEPS)
+            and set(tasks.values()) <= set(FINISHED)
+            and all({tid: feed.state.get(tid) for tid in tasks} == tasks for feed in admins)
+        )
+
+    await eventually(
+        settled, timeout=PIPELINE_TIMEOUT, what="every admin client to show every task finished"
+    )
+    return tasks
+
+
 # --- the tests ------------------------------------------------------------------------
 @pytest.mark.timeout(240)
 async def test_every_client_on_either_node_gets_every_event_it_may_see(
@@ -501,18 +527,15 @@ async def test_every_client_on_either_node_gets_every_event_it_may_see(
 
             await people.first_step.resume()
             await wait_complete(people, list(uploads.values()))
+            tasks = await settled_tasks(people, list(uploads.values()), list(admin_feeds.values()))
             feeds = [feed for _, feed in student_feeds] + list(admin_feeds.values())
             await wait_caught_up(cluster.redis_url, feeds)
 
             for username, feed in student_feeds:
                 assert_exactly_every_event(feed, truth[feed.topic], username)
                 assert feed.state == {"status": "complete"}
-            tasks = await tasks_of(people, list(uploads.values()))
-            assert len(tasks) == len(uploads) * len(SUBMISSION_STEPS)
-            assert set(tasks.values()) <= set(FINISHED), tasks
             for name, feed in admin_feeds.items():
                 assert_exactly_every_event(feed, truth[names.ADMIN_TASKS], name)
-                assert {tid: feed.state[tid] for tid in tasks} == tasks
 
             for context, page, sid, shown in pages:
                 final = truth[names.submission_topic(sid)][-1]["seq"]
@@ -551,6 +574,7 @@ async def test_killing_a_router_node_moves_its_clients_to_the_other(
     )
     assert bob.url == ada_a.url == nodes["a"].router_url
     assert alice.url == ada_b.url == nodes["b"].router_url
+    moved = (bob, ada_a)
     with logs_on_failure(cluster):
         await people.first_step.pause()
         async with published(cluster.redis_url) as truth:
@@ -559,72 +583,122 @@ async def test_killing_a_router_node_moves_its_clients_to_the_other(
             watched = await upload(people, "alice", "a", "alice-watched-across-the-crash")
             alice_feed = await alice.follow(submission_feed(people.on["alice"]["b"], watched))
             context, page = await open_page(browser, nodes["a"], "alice")
-            await watch_submission(page, watched, nodes["a"].router_url)
+            shown = await watch_submission(page, watched, nodes["a"].router_url)
             admin_a, admin_b = ada_a.feeds[0], ada_b.feeds[0]
-            syncs_before = {f.topic: len(f.syncs) for f in (admin_a, bob_feed)}
+            seen_before = admin_a.last_seq
 
+            # Node a's clients are kept from rejoining until the pipelines are over, so
+            # what they miss can only come back through their resync: the Python
+            # clients hold off, and the page's ticket requests fail meanwhile.
+            for follower in moved:
+                follower.may_rejoin.clear()
+
+            async def refuse(route: Route) -> None:
+                await route.abort()
+
+            await page.route("**/api/wamp/ticket", refuse)
             await asyncio.to_thread(nodes["a"].kill_router)
             assert not nodes["a"].router_running()
+            await expect(page.locator("body")).to_have_attribute(
+                "data-live-state", "reconnecting", timeout=LIVE_TIMEOUT
+            )
+            for follower in moved:
 
-            # The page and the Python clients of node a move to node b on their own.
-            async def page_on_b() -> bool:
-                url = await page.evaluate("window.Herald.live && window.Herald.live.url")
-                state = await page.evaluate("document.body.dataset.liveState")
-                return bool(url == nodes["b"].router_url and state == "live")
+                async def lost(follower: Follower = follower) -> bool:
+                    return follower.session is None
 
-            await eventually(page_on_b, timeout=FAILOVER_TIMEOUT, what="the page on node b")
-            for follower in (bob, ada_a):
+                await eventually(lost, timeout=30, what=f"{follower.name} to lose node a")
 
-                async def moved(follower: Follower = follower) -> bool:
-                    return follower.session is not None and len(follower.joined) == 2
-
-                await eventually(moved, timeout=FAILOVER_TIMEOUT, what=f"{follower.name} moved")
-                assert follower.joined == [nodes["a"].router_url, nodes["b"].router_url]
-
-            # An upload through web a while its router node is down.
+            # An upload through web a while its router node is down; every pipeline runs.
             during = await upload(people, "bob", "a", "bob-while-node-a-is-down")
             during_feed = await bob.follow(submission_feed(people.on["bob"]["a"], during))
             await people.first_step.resume()
             submission_ids = [before, watched, during]
             await wait_complete(people, submission_ids)
+            await settled_tasks(people, submission_ids, [admin_b])
+            # What the held clients missed: every event up to these seqs.
+            missed = {topic: envelopes[-1]["seq"] for topic, envelopes in truth.items()}
+            assert bob_feed.last_seq < missed[bob_feed.topic]
+            assert admin_a.last_seq == seen_before < missed[names.ADMIN_TASKS]
+            assert await page.evaluate("window.Herald.submissionPage.lastSeq") == shown
+
+            # Let them back: they go to node b on their own, resubscribe and resync.
+            await page.unroute("**/api/wamp/ticket")
+            for follower in moved:
+                follower.may_rejoin.set()
+
+            async def page_on_b() -> bool:
+                url = await page.evaluate("window.Herald.live.url")
+                state = await page.evaluate("document.body.dataset.liveState")
+                return bool(url == nodes["b"].router_url and state == "live")
+
+            await eventually(page_on_b, timeout=FAILOVER_TIMEOUT, what="the page on node b")
+            for follower in moved:
+
+                async def rejoined(follower: Follower = follower) -> bool:
+                    return follower.session is not None and len(follower.joined) == 2
+
+                await eventually(
+                    rejoined, timeout=FAILOVER_TIMEOUT, what=f"{follower.name} on node b"
+                )
+                assert follower.joined == [nodes["a"].router_url, nodes["b"].router_url]
             feeds = [bob_feed, alice_feed, during_feed, admin_a, admin_b]
+            await settled_tasks(people, submission_ids, [admin_a, admin_b])
             await wait_caught_up(cluster.redis_url, feeds)
 
-            tasks = await tasks_of(people, submission_ids)
-            assert len(tasks) == len(submission_ids) * len(SUBMISSION_STEPS)
-            assert set(tasks.values()) <= set(FINISHED), tasks
-            # The moved clients resynced on node b and end in the final state.
-            for feed, who in ((admin_a, "ada@a"), (bob_feed, "bob")):
-                assert len(feed.syncs) > syncs_before[feed.topic], (who, feed.syncs)
+            # The moved clients caught up by their resync on node b, not by a replay,
+            # and show the final state, every event applied at most once.
+            for feed, who in ((admin_a, "ada@a"), (bob_feed, "bob"), (during_feed, "bob")):
+                assert feed.syncs[-1] >= missed[feed.topic], (who, feed.topic, feed.syncs)
                 assert_applied_once_in_order(feed, who)
-                assert feed.last_seq == truth[feed.topic][-1]["seq"], who
-            assert {tid: admin_a.state[tid] for tid in tasks} == tasks
+                assert feed.last_seq == truth[feed.topic][-1]["seq"], (who, feed.topic)
             assert bob_feed.state == during_feed.state == {"status": "complete"}
-            assert during_feed.last_seq == truth[during_feed.topic][-1]["seq"]
             # The clients of node b never lost a thing.
             assert len(admin_b.syncs) == 1 and not admin_b.gaps
             assert_applied_once_in_order(admin_b, "ada@b")
-            assert {tid: admin_b.state[tid] for tid in tasks} == tasks
+            assert admin_b.last_seq == truth[names.ADMIN_TASKS][-1]["seq"]
             assert_exactly_every_event(alice_feed, truth[alice_feed.topic], "alice")
             assert alice_feed.state == {"status": "complete"}
 
-            # The page: reconnected to node b by itself, resynced, final state, once each.
-            final = truth[names.submission_topic(watched)][-1]["seq"]
+            # The page: back by itself on node b, resynced to the final state, no reload,
+            # no event applied twice, none replayed.
+            watched_topic = names.submission_topic(watched)
+            watched_final = truth[watched_topic][-1]["seq"]
             await page.wait_for_function(
-                f"() => window.Herald.submissionPage.lastSeq === {final}", timeout=LIVE_TIMEOUT
+                f"() => window.Herald.submissionPage.lastSeq === {watched_final}",
+                timeout=LIVE_TIMEOUT,
             )
             await expect(page.locator("#submission-status")).to_have_text("complete")
             rows = page.locator("#steps tr[data-step]")
-            for row_status in await rows.evaluate_all("rows => rows.map(r => r.dataset.status)"):
-                assert row_status in FINISHED
+            statuses = await rows.evaluate_all("rows => rows.map(r => r.dataset.status)")
+            assert len(statuses) == len(SUBMISSION_STEPS)
+            assert set(statuses) <= set(FINISHED), statuses
             log = await page_log(page)
             assert log["states"][0] == "live" and log["states"][-1] == "live", log["states"]
             assert "reconnecting" in log["states"], log["states"]
             assert_page_nothing_applied_twice(log["changes"])
-            assert any(c["kind"] == "sync" for c in log["changes"]), log["changes"]
+            syncs = [c["seq"] for c in log["changes"] if c["kind"] == "sync"]
+            assert syncs and max(syncs) >= missed[watched_topic], log["changes"]
+            # Nothing missed was replayed as an event: it all came with the resync.
+            events = [c["seq"] for c in log["changes"] if c["kind"] == "event"]
+            assert not [seq for seq in events if seq <= missed[watched_topic]], log["changes"]
             assert await page.evaluate("window.__heraldNoReload === true")
             assert await page.evaluate("sessionStorage.getItem('herald.router')") == (
                 nodes["b"].router_url
             )
+
+            # Live again on node b: a new upload's events reach the moved clients as events.
+            await people.first_step.pause()
+            after = await upload(people, "bob", "b", "bob-after-the-move")
+            after_feed = await bob.follow(submission_feed(people.on["bob"]["b"], after))
+            resynced = admin_a.syncs[-1]
+            await people.first_step.resume()
+            await wait_complete(people, [after])
+            await wait_caught_up(cluster.redis_url, [after_feed, admin_a])
+            assert after_feed.state == {"status": "complete"}
+            assert after_feed.applied, after_feed.syncs
+            assert_applied_once_in_order(after_feed, "bob")
+            assert [seq for seq in admin_a.applied if seq > resynced] == list(
+                range(resynced + 1, admin_a.last_seq + 1)
+            )
             await context.close()
-            print(json.dumps({"admin@a syncs": admin_a.syncs, "bob syncs": bob_feed.syncs}))
