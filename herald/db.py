@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,6 +48,19 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def _sync_sqlite_engine(engine: AsyncEngine) -> sqlalchemy.Engine:
+    url = engine.url.set(drivername="sqlite")
+    # Connections move between executor threads, one thread at a time.
+    sync = sqlalchemy.create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(sync, "connect", _sqlite_pragmas)
+    return sync
+
+
+_SHARED_SYNC: weakref.WeakKeyDictionary[AsyncEngine, sqlalchemy.Engine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class Transactions:
     """Runs a synchronous function in one DB transaction, for hot batched writes.
 
@@ -61,10 +75,24 @@ class Transactions:
         self._async = engine
         self._sync: sqlalchemy.Engine | None = None
         if engine.dialect.name == "sqlite":
-            url = engine.url.set(drivername="sqlite")
-            # Connections move between executor threads, one thread at a time.
-            self._sync = sqlalchemy.create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(self._sync, "connect", _sqlite_pragmas)
+            self._sync = _sync_sqlite_engine(engine)
+
+    @classmethod
+    def shared(cls, engine: AsyncEngine) -> Transactions:
+        """Transactions on ``engine`` for a hot path that runs many times (a request
+        handler): SQLite's synchronous engine is made once per ``engine`` and
+        disposed of when ``engine`` is garbage, so each call costs no new pool.
+        Do not :meth:`close` it."""
+        shared = cls.__new__(cls)
+        shared._async = engine
+        shared._sync = None
+        if engine.dialect.name == "sqlite":
+            shared._sync = _SHARED_SYNC.get(engine)
+            if shared._sync is None:
+                shared._sync = _SHARED_SYNC[engine] = _sync_sqlite_engine(engine)
+                # The finaliser holds the sync engine only, never ``engine`` itself.
+                weakref.finalize(engine, shared._sync.dispose)
+        return shared
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         if self._sync is not None:

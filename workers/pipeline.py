@@ -39,6 +39,7 @@ __all__ = [
     "step_kind",
     "step_progress",
     "step_state",
+    "submission_task_rows",
 ]
 
 
@@ -170,28 +171,37 @@ def step_kind(step: PipelineStep) -> str:
     return f"submission.{step.name}"
 
 
-def plan_submission_tasks(submission: Submission) -> list[Task]:
-    """The pipeline's task rows for a new submission (first queued, rest waiting)."""
+def submission_task_rows(submission_id: int, student_id: int) -> list[dict[str, Any]]:
+    """The pipeline's task rows for a new submission, as column values (first queued,
+    rest waiting): what one multi-row INSERT writes."""
     now = utcnow()
-    tasks = []
-    for index, step in enumerate(SUBMISSION_STEPS):
-        first = index == 0
-        tasks.append(
-            Task(
-                kind=step_kind(step),
-                queue=step.queue,
-                priority=0,
-                status=TaskStatus.QUEUED if first else TaskStatus.WAITING,
-                progress=0,
-                params={"submission_id": submission.id, "step": step.name},
-                owner_id=submission.student_id,
-                submission=submission,
-                step_index=index,
-                queued_at=now if first else None,
-                max_attempts=step.max_attempts,
-            )
-        )
-    return tasks
+    return [
+        {
+            "kind": step_kind(step),
+            "queue": step.queue,
+            "priority": 0,
+            "immediate": False,
+            "status": TaskStatus.QUEUED if index == 0 else TaskStatus.WAITING,
+            "progress": 0,
+            "params": {"submission_id": submission_id, "step": step.name},
+            "attempts": 0,
+            "owner_id": student_id,
+            "submission_id": submission_id,
+            "step_index": index,
+            "created_at": now,
+            "queued_at": now if index == 0 else None,
+            "max_attempts": step.max_attempts,
+        }
+        for index, step in enumerate(SUBMISSION_STEPS)
+    ]
+
+
+def plan_submission_tasks(submission: Submission) -> list[Task]:
+    """The pipeline's task rows for a new submission, as ORM objects (its id known)."""
+    return [
+        Task(**row, submission=submission)
+        for row in submission_task_rows(submission.id, submission.student_id)
+    ]
 
 
 # The submission's state on the wire: the HTTP API and the events both use these,
