@@ -15,6 +15,7 @@ sends again on the re-run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import smtplib
@@ -300,6 +301,16 @@ def _classify(exc: BaseException) -> MailError:
     return MailRetryableError(f"SMTP server unreachable ({type(exc).__name__}: {exc})")
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The system's verifying TLS context, made once per process: building one loads
+    the whole CA bundle (tens of milliseconds of CPU), and each email built its own
+    on the event loop, which under a deadline spike stalled the worker's heartbeats
+    long enough to lose leases (bench/deadline_spike.py). A context is safe to share
+    between connections and threads."""
+    return ssl.create_default_context()
+
+
 def _loopback(client: smtplib.SMTP) -> bool:
     sock = client.sock
     if sock is None:
@@ -375,7 +386,7 @@ class Mailer:
             data = message.as_bytes()
             path, duplicate = await asyncio.to_thread(_write_outbox, self._outbox, key, data)
             return Delivery(key, message_id, "outbox", path, duplicate)
-        context = self._tls_context or ssl.create_default_context()
+        context = self._tls_context or default_tls_context()
         try:
             await asyncio.to_thread(_smtp_deliver, self._smtp, message, context, self._timeout)
         except MailError:

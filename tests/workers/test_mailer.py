@@ -25,6 +25,7 @@ from workers.mailer import (
     MailPermanentError,
     MailRetryableError,
     build_receipt,
+    default_tls_context,
     receipt_key,
 )
 
@@ -417,3 +418,11 @@ def test_smtp_password_is_not_in_the_mailer_repr(tmp_path: Path) -> None:
 
     assert "hunter2-secret" not in repr(vars(mailer))
     assert DEFAULT_SENDER.addr_spec == "herald@localhost"
+
+
+def test_the_default_tls_context_is_built_once_and_verifies() -> None:
+    """Building a context loads the CA bundle; every email shares one (per process)."""
+    context = default_tls_context()
+    assert context is default_tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
