@@ -214,11 +214,8 @@ class Settings:
         backend_port = get(
             "HERALD_ROUTER_BACKEND_PORT", 8081, lambda n, v: _int(n, v, low=1, high=65535)
         )
-        public_urls = get(
-            "HERALD_ROUTER_PUBLIC_URL",
-            (f"ws://{router_host}:{router_port}/ws",),
-            _router_urls,
-        )
+        default_public_urls: tuple[str, ...] = (f"ws://{router_host}:{router_port}/ws",)
+        public_urls = get("HERALD_ROUTER_PUBLIC_URL", default_public_urls, _router_urls)
         admin_webhook_url = get(
             "HERALD_ADMIN_WEBHOOK_URL", None, lambda n, v: _url(n, v, ("http", "https"))
         )

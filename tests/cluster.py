@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -185,7 +186,7 @@ def _start_nodes(nodes: list[Node]) -> None:
         routers.append((node, node.supervisor.spawn("router", command, env)))
     for node, child in routers:
         node.supervisor.wait_ready(
-            child, lambda s=node.settings: router_ready(s), timeout=START_TIMEOUT
+            child, functools.partial(router_ready, node.settings), timeout=START_TIMEOUT
         )
     # (child name, herald process) per node and stage; workers named one by one so
     # each keeps its own log (which tasks it ran).
