@@ -17,6 +17,7 @@ from herald import names
 from herald.logs import get_logger
 from herald.sessions import SessionStore
 from router.authorizer import load_active_user
+from router.decision_cache import DecisionCache
 
 __all__ = ["AuthResult", "AuthenticationFailed", "Authenticator"]
 
@@ -45,9 +46,17 @@ def _generic_error() -> ApplicationError:
 class Authenticator:
     """The ``herald.auth.authenticate`` procedure."""
 
-    def __init__(self, store: SessionStore, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        cache: DecisionCache | None = None,
+    ) -> None:
         self._store = store
         self._sessions = sessions
+        # The authorizer's cache: the user read here serves the subscribes that follow.
+        self._cache = cache
 
     async def __call__(self, realm: str, authid: str, details: Mapping[str, Any]) -> AuthResult:
         """Crossbar's ``authenticate(realm, authid, details)`` for WAMP-Ticket."""
@@ -78,10 +87,14 @@ class Authenticator:
         grant = await self._store.redeem_ticket(ticket)
         if grant is None:
             raise AuthenticationFailed("ticket unknown, expired, used, or its session ended")
+        # Always read: joining is when a disabled account must be noticed.
+        epoch = self._cache.epoch if self._cache is not None else 0
         async with self._sessions() as db:
             user = await load_active_user(db, grant.user_id)
         if user is None:
             raise AuthenticationFailed("user unknown or inactive")
+        if self._cache is not None:
+            self._cache.remember_user(str(user.id), user, epoch=epoch)
         if not await self._store.bind_wamp_session(grant.session_digest, wamp_session):
             raise AuthenticationFailed("web session ended while joining")
         return AuthResult(

@@ -21,7 +21,7 @@ from herald.models import User
 from herald.names import TopicFamily
 from router.decision_cache import DecisionCache
 
-__all__ = ["Authorizer", "Decision", "authorize", "load_active_user"]
+__all__ = ["Authorizer", "Decision", "authorize", "load_active_user", "needs_db"]
 
 log = get_logger(__name__)
 
@@ -82,6 +82,31 @@ async def authorize(
     return False
 
 
+def needs_db(uri: object, action: str, options: Mapping[str, Any]) -> bool:
+    """Whether :func:`authorize` would read the database for this request, given the user.
+
+    Only subscriptions to a submission, an assignment or a course do; everything
+    else is decided from the user's own columns and the URI's shape.
+    """
+    if action != "subscribe" or options.get("match", "exact") != "exact":
+        return False
+    if not isinstance(uri, str) or len(uri) > MAX_URI_LENGTH:
+        return False
+    parsed = names.parse_topic(uri)
+    return parsed is not None and parsed[0] is not TopicFamily.USER
+
+
+class _NoDatabase:
+    """Stands where :func:`authorize` takes a DB session when :func:`needs_db` said none
+    is needed: any use of it is a bug, and fails closed (an error denies)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"authorize used the database ({name}) where needs_db said it would not")
+
+
+_NO_DB: Any = _NoDatabase()
+
+
 def _user_id(authid: object) -> int | None:
     # The authenticator sets authid to str(user.id); accept exactly that form.
     if isinstance(authid, str) and _AUTHID_RE.fullmatch(authid):
@@ -136,9 +161,18 @@ class Authorizer:
         exact = options.get("match", "exact") == "exact"
         if exact and self.cache.allowed(authid, uri, action):
             return True
-        async with self._sessions() as db:
-            user = await load_active_user(db, user_id)
-            allowed = await authorize(db, user, uri, action, options)
+        epoch = self.cache.epoch  # before reading: an invalidation meanwhile stores nothing
+        user = self.cache.user(authid)
+        if user is not None and not needs_db(uri, action, options):
+            # The user's own topic, broadcast, refusals by shape: no round trip at all.
+            allowed = await authorize(_NO_DB, user, uri, action, options)
+        else:
+            async with self._sessions() as db:
+                if user is None:
+                    user = await load_active_user(db, user_id)
+                    if user is not None:
+                        self.cache.remember_user(authid, user, epoch=epoch)
+                allowed = await authorize(db, user, uri, action, options)
         if allowed:
-            self.cache.remember_allow(authid, uri, action)
+            self.cache.remember_allow(authid, uri, action, epoch=epoch)
         return allowed

@@ -16,6 +16,7 @@ from herald.db import create_engine, session_factory
 from herald.health import instance_id
 from herald.logs import get_logger
 from herald.metrics import record_wamp_sessions
+from herald.redis_pool import connect
 from herald.sessions import SessionStore
 from herald.settings import Settings
 from herald.wamp import BackendLink, Readiness, finish_tasks, halt_on_exit
@@ -24,18 +25,31 @@ from router.authorizer import Authorizer
 from router.decision_cache import DecisionCache
 from router.revocation import SessionRevoker
 
-__all__ = ["PROCESS", "serve"]
+__all__ = ["PROCESS", "redis_client", "serve"]
 
 log = get_logger(__name__)
 
 PROCESS = "router-auth"
 SHUTDOWN_GRACE = 5.0
+# Each authentication holds a connection for a few round trips only; more would not
+# make Redis (one thread) answer faster.
+REDIS_CONNECTIONS = 32
+
+
+def redis_client(settings: Settings) -> Redis:
+    """Router auth's Redis client, on a bounded *blocking* pool.
+
+    A burst of joins (a lecture hall opening the page at once) then waits for a
+    connection. redis-py's default pool raises "Too many connections" past 100 in
+    use instead, and every join caught by that was refused (bench/live_sessions.py).
+    """
+    return connect(settings.redis_url, max_connections=REDIS_CONNECTIONS)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run router auth until ``stop`` is set, then close every client it opened."""
     settings.require_backend_secret()  # refuse to start without it, before opening anything
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     engine = create_engine(settings)
     tasks: set[asyncio.Task[None]] = set()
     try:
@@ -46,8 +60,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 session_ttl=settings.session_ttl_seconds,
                 ticket_ttl=settings.ticket_ttl_seconds,
             )
-            authenticate = Authenticator(store, sessions)
             cache = DecisionCache()
+            authenticate = Authenticator(store, sessions, cache=cache)
             authorize = Authorizer(sessions, cache=cache)
             # One router node, however many router-auth replicas count its sessions.
             node = f"{socket.gethostname()}:{settings.backend_port}"
