@@ -74,6 +74,8 @@ BAR_RATE = 1000.0
 BAR_P50_MS = 5.0
 BAR_P99_MS = 25.0
 BAR_RATIO = 2.0
+# Below this share of its target rate the emitter, not the path, is the bottleneck.
+MIN_ACHIEVED = 0.97
 
 
 @dataclass
@@ -321,6 +323,11 @@ def report(runs: list[Run], machine: str) -> bool:
         f"{r.label}: {r.duplicates} duplicates, {r.out_of_order} out of order"
         for r in runs
         if r.duplicates or r.out_of_order
+    ] + [
+        f"{r.label}: the emitter reached only {r.emitter['achieved_rate']:.0f} of "
+        f"{r.rate:g} events/s: the load generator, not the path, set the pace"
+        for r in runs
+        if r.emitter["achieved_rate"] < MIN_ACHIEVED * r.rate
     ]
     for line in oddities:
         print(f"\n**{line}**")
@@ -332,6 +339,15 @@ def report(runs: list[Run], machine: str) -> bool:
     for run in runs:
         cells = " | ".join(f"{run.cpu[n]:.0f}" for n in names_)
         print(f"| {run.label} | {cells} | {run.machine_busy:.0f}% |")
+    print(
+        "\nThe same as CPU microseconds per event (what each hop costs, less sensitive to load):\n"
+    )
+    print("| run | " + " | ".join(names_) + " |")
+    print("|---|" + "---:|" * len(names_))
+    for run in runs:
+        # % of one core at `rate` events/s: % / 100 * 1e6 µs / rate.
+        cells = " | ".join(f"{run.cpu[n] * 1e4 / run.rate:.0f}" for n in names_)
+        print(f"| {run.label} | {cells} |")
 
     print("\nHerald / raw WAMP (latency from the due time):\n")
     print("| rate ev/s | p50 ratio | p99 ratio |")
