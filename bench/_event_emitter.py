@@ -30,6 +30,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from herald import names
@@ -56,14 +57,15 @@ class FakeTask:
     kind: str = "report"
     queue: str = "bulk"
     status: TaskStatus = TaskStatus.RUNNING
-    progress: int | None = 0
+    progress: int = 0
     detail: str | None = "rendering page 1"
     attempts: int = 1
     max_attempts: int = 3
     owner_id: int | None = None
     submission_id: int | None = None
-    started_at: Any = None
-    finished_at: Any = None
+    step_index: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 def _quantiles(values: list[int]) -> dict[str, float]:

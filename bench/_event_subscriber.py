@@ -93,6 +93,7 @@ async def connect_page(settings: Settings, ticket: str) -> BrowserSession:
     factory = WampWebSocketClientFactory(
         make, url=url, serializers=[CompactJsonSerializer()], origin=settings.allowed_origins[0]
     )
+    assert parts.hostname is not None and parts.port is not None, url
     transport, protocol = await loop.create_connection(factory, parts.hostname, parts.port)
     try:
         async with asyncio.timeout(JOIN_TIMEOUT):
