@@ -4,14 +4,25 @@ exit 0 while the process serves, 1 with the reason once it does not."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Redis
 
+from herald.health import (
+    health_key,
+    healthy_on_this_host,
+    host_index_key,
+    instance_id,
+    keep_health,
+)
 from tests.stack import Stack, start_stack
-from tests.support import free_port, wait_until
+from tests.support import eventually, free_port, wait_until
 
 PROCESSES = ("web", "router", "router-auth", "bridge", "worker", "scheduler")
 # Started as tests/stack.py starts them, so a test can put back what it stopped.
@@ -102,3 +113,30 @@ def test_no_redis_fails_the_health_key_checks(stack: Stack) -> None:
         )
         assert result.returncode == 1, process
         assert "cannot read health keys from Redis: ConnectionError" in result.stderr
+
+
+# --- the host index the checks read (herald/health.py) --------------------------------
+
+
+async def test_the_host_index_names_live_instances_only(redis: Redis) -> None:
+    """keep_health lists its instance in the host's index while it runs and prunes
+    entries that lapsed; an entry whose key is gone (a crash, a flush) counts for
+    nothing; another host's instance does not count here; stop removes both."""
+    index = host_index_key("probe", socket.gethostname())
+    await redis.zadd(index, {"crashed:1": time.time() - 1})
+    stop = asyncio.Event()
+    here = asyncio.create_task(keep_health(redis, "probe", instance_id(), stop))
+    elsewhere = asyncio.create_task(keep_health(redis, "probe", "other-host:7", stop))
+    try:
+        await eventually(
+            lambda: healthy_on_this_host(redis, "probe"), timeout=10, what="the probe indexed"
+        )
+        assert await redis.zscore(index, "crashed:1") is None
+        await redis.delete(health_key("probe", instance_id()))  # as if its key lapsed
+        assert not await healthy_on_this_host(redis, "probe")
+        assert await redis.exists(health_key("probe", "other-host:7"))
+    finally:
+        stop.set()
+        await asyncio.gather(here, elsewhere)
+    assert not await redis.exists(index, host_index_key("probe", "other-host"))
+    assert not await healthy_on_this_host(redis, "probe")
