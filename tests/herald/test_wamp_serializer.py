@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import txaio
+from autobahn.wamp import message
+from autobahn.wamp.serializer import JsonSerializer
 
-txaio.use_asyncio()
-
-from autobahn.wamp import message  # noqa: E402
-from autobahn.wamp.serializer import JsonSerializer  # noqa: E402
-
-from herald.wamp import CompactJsonSerializer  # noqa: E402
+# Importing herald.wamp selects txaio's asyncio flavour, which serializers need.
+from herald.wamp import CompactJsonSerializer
 
 ENVELOPE = {
     "topic": "submission.42",
