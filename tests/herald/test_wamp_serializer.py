@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from autobahn.wamp import message
-from autobahn.wamp.serializer import JsonSerializer
+import txaio
 
-# Importing herald.wamp selects txaio's asyncio flavour, which serializers need.
-from herald.wamp import CompactJsonSerializer
+# Before autobahn's serializer module is imported: it binds txaio's clock at import,
+# and a running component has chosen asyncio by then.
+txaio.use_asyncio()
+
+from autobahn.wamp import message  # noqa: E402
+from autobahn.wamp.serializer import JsonSerializer  # noqa: E402
+
+from herald.wamp import CompactJsonSerializer  # noqa: E402
 
 ENVELOPE = {
     "topic": "submission.42",
