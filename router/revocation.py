@@ -38,6 +38,11 @@ log = get_logger(__name__)
 
 SWEEP_INTERVAL = 15.0
 CALL_TIMEOUT = 10.0
+# Sessions checked per Redis batch in a sweep. In one batch, 10,000 sessions took
+# ~0.9 s of CPU: pipelines of 10,000 EXISTS and 20,000 EXPIRE built and parsed without
+# yielding, while every join waiting on authentication stalled. Batches of 500 take
+# under 0.1 s each and let joins through in between.
+SWEEP_BATCH = 500
 
 _CLOSE_REASONS = {
     AccessEventKind.SIGNED_OUT: (names.CLOSE_SIGNED_OUT, "signed out"),
@@ -108,14 +113,15 @@ class SessionRevoker:
         session = self._session
         if session is None:
             return 0
-        ids = await session.call("wamp.session.list", [names.ROLE_BROWSER])
+        ids = list(await session.call("wamp.session.list", [names.ROLE_BROWSER]) or [])
         if self._on_count is not None:
-            await self._on_count(len(ids or []))
-        live = await self._store.wamp_sessions_live(list(ids or []))
+            await self._on_count(len(ids))
         killed = 0
-        for wamp_id, is_live in live.items():
-            if not is_live:
-                killed += await _kill(session, wamp_id, names.CLOSE_SIGNED_OUT, "signed out")
+        for start in range(0, len(ids), SWEEP_BATCH):
+            live = await self._store.wamp_sessions_live(ids[start : start + SWEEP_BATCH])
+            for wamp_id, is_live in live.items():
+                if not is_live:
+                    killed += await _kill(session, wamp_id, names.CLOSE_SIGNED_OUT, "signed out")
         if killed:
             log.info("sweep killed sessions of ended web sessions", killed=killed)
         return killed

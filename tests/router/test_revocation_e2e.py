@@ -10,6 +10,7 @@ import hashlib
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
+import router.revocation
 from herald import names
 from herald.models import CourseRole
 from herald.sessions import SessionStore
@@ -139,3 +140,24 @@ async def test_expired_and_revoked_tickets_are_refused(stack: Stack) -> None:
 async def _ticket_exists(stack: Stack, ticket: str) -> bool:
     digest = hashlib.sha256(ticket.encode()).hexdigest()
     return bool(await stack.redis.exists(names.ticket_key(digest)))
+
+
+async def test_the_sweep_checks_sessions_batch_by_batch(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches of one, a sweep still kills every session of an ended web session
+    and only those, across batches."""
+    monkeypatch.setattr(router.revocation, "SWEEP_BATCH", 1)
+    webs = [(await stack.store.create(stack.world.uid(name)))[1] for name in ("alice", "bob")]
+    _token, live_web = await stack.store.create(stack.world.uid("mark"))
+    doomed = [await _join(stack, web) for web in webs]
+    survivor = await _join(stack, live_web)
+    try:
+        for web in webs:  # ended with no announcement: only the sweep can find them
+            await stack.redis.delete(names.session_key(web.digest))
+        await stack.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for session in doomed:
+            assert await _killed_with(session) == names.CLOSE_SIGNED_OUT
+        assert survivor.is_attached()
+    finally:
+        await close_browser(survivor)
