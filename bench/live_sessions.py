@@ -27,12 +27,12 @@ Measured: the RSS of Crossbar's router worker (its node controller is a separate
 process), of the controller and of router auth, before any session and with all N
 held; CPU time of each during the join phase, while holding every session idle for
 ``--hold`` seconds (the router's WebSocket pings, router auth's sweeps), and during
-the broadcasts. Then, ``--broadcasts``
-times, one admin broadcast through the real path (herald.broadcasts.send_broadcast:
-DB row, Redis, bridge, Crossbar), stamped with the wall clock just before the call
-(one machine, one clock), and the time until each held session had it; baseline in the
-same run: the same-sized envelope published straight to the router from a backend
-WAMP session (raw). The report (markdown) goes to stdout.
+the broadcasts. Then, ``--broadcasts`` times, one admin broadcast through the real
+path (herald.broadcasts.send_broadcast: DB row, Redis, bridge, Crossbar), stamped with
+the wall clock just before the call (one machine, one clock), and the time until each
+held session had it; baseline in the same run: the same-sized envelope published
+straight to the router from a backend WAMP session (raw). The report (markdown) goes
+to stdout, progress to stderr.
 
 ``--profile FILE`` records router auth with py-spy during the joins (speedscope JSON);
 ``--router-auth-from DIR`` runs router auth from another checkout (e.g. a worktree
@@ -50,32 +50,26 @@ if sys.path and Path(sys.path[0] or ".").resolve() == REPO_ROOT / "bench":
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import AsyncIterator  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 from redis.asyncio import Redis  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
+from bench._wamp_load_clients import Client, start_clients  # noqa: E402
 from bench._wamp_load_procs import ProcSample, crossbar_worker, sample  # noqa: E402
+from bench._wamp_load_world import database, mint_tickets, seed  # noqa: E402
 from herald import names  # noqa: E402
 from herald.broadcasts import Notice, send_broadcast  # noqa: E402
 from herald.db import create_engine, session_factory  # noqa: E402
 from herald.events import EventPublisher, iso_now  # noqa: E402
 from herald.logs import configure_logging  # noqa: E402
-from herald.migrate import upgrade_async  # noqa: E402
-from herald.models import Assignment, Course, CourseRole, Enrolment, Submission, User  # noqa: E402
 from herald.sessions import SessionStore  # noqa: E402
 from herald.settings import Settings  # noqa: E402
 from herald.supervisor import Supervisor  # noqa: E402
@@ -85,145 +79,6 @@ from tests.support import wait_until  # noqa: E402
 
 BROADCAST_TIMEOUT = 30.0  # a broadcast not everywhere by then is reported as missing
 TEXT = "The deadline for Essay 1 is extended by 24 hours."  # a realistic notice's size
-
-
-# --- the world -----------------------------------------------------------------------
-async def seed(sessions: async_sessionmaker[AsyncSession], students: int) -> list[tuple[int, int]]:
-    """One course and assignment, ``students`` students enrolled, one submission each;
-    bulk inserts. Returns (user id, submission id) per student."""
-    async with sessions.begin() as db:
-        course = Course(code="LOAD101", title="Load")
-        assignment = Assignment(course=course, title="Essay")
-        db.add_all([course, assignment])
-        await db.flush()
-        await db.execute(
-            insert(User),
-            [
-                # Never signs in: tickets are minted directly (see the docstring).
-                {"username": f"s{i:06d}", "display_name": f"Student {i}", "password_hash": "x"}
-                for i in range(students)
-            ],
-        )
-        user_ids = list(
-            await db.scalars(select(User.id).where(User.username.like("s%")).order_by(User.id))
-        )
-        await db.execute(
-            insert(Enrolment),
-            [{"user_id": u, "course_id": course.id, "role": CourseRole.STUDENT} for u in user_ids],
-        )
-        await db.execute(
-            insert(Submission),
-            [
-                {
-                    "assignment_id": assignment.id,
-                    "student_id": u,
-                    "filename": "essay.txt",
-                    "content_type": "text/plain",
-                    "size": 1,
-                    "sha256": "0" * 64,
-                    "upload_path": "/dev/null",
-                }
-                for u in user_ids
-            ],
-        )
-        rows = await db.execute(
-            select(Submission.student_id, Submission.id).order_by(Submission.id)
-        )
-        return [(student, submission) for student, submission in rows.all()]
-
-
-async def mint_tickets(store: SessionStore, people: list[tuple[int, int]]) -> list[list[Any]]:
-    """A web session and a WAMP ticket per student, as /api/wamp/ticket issues them."""
-    out: list[list[Any]] = []
-    # Fifty at a time: within the Redis client's connection pool.
-    for start in range(0, len(people), 50):
-        chunk = people[start : start + 50]
-
-        async def one(user_id: int, submission_id: int) -> list[Any]:
-            _token, web = await store.create(user_id)
-            return [user_id, submission_id, await store.issue_ticket(web)]
-
-        out.extend(await asyncio.gather(*(one(u, s) for u, s in chunk)))
-    return out
-
-
-@asynccontextmanager
-async def database(url: str | None, root: Path) -> AsyncIterator[str]:
-    """A temporary SQLite file, or a fresh PostgreSQL database beside ``url``, migrated."""
-    if url is None:
-        sqlite = f"sqlite+aiosqlite:///{root / 'herald.db'}"
-        await upgrade_async(sqlite)
-        yield sqlite
-        return
-    import asyncpg
-
-    name = f"herald_bench_{uuid.uuid4().hex[:10]}"
-    admin_dsn = url.replace("postgresql+asyncpg", "postgresql")
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    fresh = url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        await upgrade_async(fresh)
-        yield fresh
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-# --- the load clients ----------------------------------------------------------------
-@dataclass
-class Client:
-    proc: asyncio.subprocess.Process
-    joined: dict[str, Any] | None = None
-    last: dict[str, Any] = field(default_factory=dict)
-    replies: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
-
-    async def read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            record = json.loads(line)
-            if record["type"] in ("progress", "joined"):
-                self.last = record
-                if record["type"] == "joined":
-                    self.joined = record
-            else:
-                await self.replies.put(record)
-
-    async def ask(self, command: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        await self.proc.stdin.drain()
-        return await self.replies.get()
-
-
-async def start_clients(
-    root: Path, specs: list[list[Any]], procs: int, rate: float, url: str, origin: str
-) -> list[Client]:
-    clients = []
-    for index in range(procs):
-        work = root / f"load-{index}.json"
-        share = specs[index::procs]
-        work.write_text(
-            json.dumps({"url": url, "origin": origin, "rate": rate / procs, "sessions": share})
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench._wamp_load",
-            str(work),
-            cwd=REPO_ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 26,  # one line carries every arrival time of a broadcast
-        )
-        clients.append(Client(proc))
-    return clients
 
 
 # --- measuring -----------------------------------------------------------------------
