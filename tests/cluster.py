@@ -21,7 +21,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -89,11 +89,6 @@ class Cluster:
     nodes: dict[str, Node]
     redis_url: str
     database_url: str
-    env: dict[str, str] = field(repr=False)
-
-    @property
-    def router_urls(self) -> list[str]:
-        return [node.router_url for node in self.nodes.values()]
 
     def logs(self) -> str:
         """Every process log of every node (the tail of each), for a failure report."""
@@ -111,10 +106,14 @@ class Cluster:
             for worker in WORKERS[node.name]:
                 path = node.log_dir / f"{worker}.log"
                 for line in path.read_text(errors="replace").splitlines():
-                    if not line.startswith("{"):
-                        continue
-                    record = json.loads(line)
-                    if record.get("event") in ("task.done", "task.failed"):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue  # not a structlog line (e.g. a library's own output)
+                    if isinstance(record, dict) and record.get("event") in (
+                        "task.done",
+                        "task.failed",
+                    ):
                         ran.setdefault(int(record["task_id"]), []).append(worker)
         return ran
 
@@ -249,7 +248,7 @@ def start_cluster(root: Path, postgres_url: str) -> Iterator[Cluster]:
         settings = Settings.from_env({**env, "HERALD_VAR_DIR": str(root / f"node-{name}")})
         log_dir = root / "logs" / name
         nodes[name] = Node(name, settings, Supervisor(settings, env, log_dir=log_dir), log_dir)
-    cluster = Cluster(root, nodes, redis_server.url, database_url, shared)
+    cluster = Cluster(root, nodes, redis_server.url, database_url)
     try:
         try:
             _start_nodes(list(nodes.values()))

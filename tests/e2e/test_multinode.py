@@ -599,6 +599,13 @@ async def test_killing_a_router_node_moves_its_clients_to_the_other(
             await page.route("**/api/wamp/ticket", refuse)
             await asyncio.to_thread(nodes["a"].kill_router)
             assert not nodes["a"].router_running()
+
+            # Node a's router auth and bridge lost their router; node b's are unaffected.
+            async def node_a_backend_gone() -> bool:
+                return not await asyncio.to_thread(cluster.backend_joined, nodes["a"])
+
+            await eventually(node_a_backend_gone, timeout=30, what="node a's bridge to notice")
+            assert await asyncio.to_thread(cluster.backend_joined, nodes["b"])
             await expect(page.locator("body")).to_have_attribute(
                 "data-live-state", "reconnecting", timeout=LIVE_TIMEOUT
             )
