@@ -162,17 +162,25 @@ class Authorizer:
         if exact and self.cache.allowed(authid, uri, action):
             return True
         epoch = self.cache.epoch  # before reading: an invalidation meanwhile stores nothing
-        user = self.cache.user(authid)
-        if user is not None and not needs_db(uri, action, options):
-            # The user's own topic, broadcast, refusals by shape: no round trip at all.
-            allowed = await authorize(_NO_DB, user, uri, action, options)
-        else:
-            async with self._sessions() as db:
-                if user is None:
-                    user = await load_active_user(db, user_id)
-                    if user is not None:
-                        self.cache.remember_user(authid, user, epoch=epoch)
-                allowed = await authorize(db, user, uri, action, options)
+        kept = self.cache.user(authid)
+        if kept is not None:
+            if needs_db(uri, action, options):
+                async with self._sessions() as db:
+                    allowed = await authorize(db, kept, uri, action, options)
+            else:
+                # The user's own topic, broadcast: no round trip at all.
+                allowed = await authorize(_NO_DB, kept, uri, action, options)
+            if allowed:
+                self.cache.remember_allow(authid, uri, action, epoch=epoch)
+                return True
+            # A deny from the kept row is asked again of a fresh one: a right granted
+            # since (making someone admin is not announced) must work at once, as an
+            # uncached deny does. Denials are rare: pages ask for what they may see.
+        async with self._sessions() as db:
+            user = await load_active_user(db, user_id)
+            if user is not None:
+                self.cache.remember_user(authid, user, epoch=epoch)
+            allowed = await authorize(db, user, uri, action, options)
         if allowed:
             self.cache.remember_allow(authid, uri, action, epoch=epoch)
         return allowed

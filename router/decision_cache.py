@@ -13,7 +13,9 @@ needs the user's ``is_active`` and ``is_admin``. Reading the user row for every 
 of them was most of router auth's database work during a join burst; the
 authenticator, which has just read it, leaves the row here and the subscribes that
 follow use it. Only active users are kept, under the same TTL, and they are dropped
-with the user's decisions (a disabled account is announced).
+with the user's decisions (a disabled account, a demoted admin are announced). A deny
+decided from a kept row is asked again of a fresh one (router.authorizer), so a right
+granted since works at once, as with decisions.
 
 Each invalidation moves :attr:`DecisionCache.epoch` on. A caller that read the DB
 passes the epoch it saw before reading, and nothing is stored if an invalidation

@@ -182,15 +182,28 @@ async def test_the_authenticated_user_serves_the_subscribes_that_follow(
     counter = StatementCounter(engine)
     assert (await authorizer(_session(alice), names.user_topic(alice), "subscribe", {}))["allow"]
     assert (await authorizer(_session(alice), names.BROADCAST, "subscribe", {}))["allow"]
-    assert not (await authorizer(_session(alice), names.ADMIN_TASKS, "subscribe", {}))["allow"]
     assert counter.count == 0
     own = names.submission_topic(world.alice_submission)
     assert (await authorizer(_session(alice), own, "subscribe", {}))["allow"]
     assert counter.count == 1
-    # Another user's topic is still refused from the kept row.
+    # Another user's topic is refused; a deny is checked against a fresh row.
     other = names.user_topic(world.uid("bob"))
     assert not (await authorizer(_session(alice), other, "subscribe", {}))["allow"]
-    assert counter.count == 1
+    assert counter.count == 2
+
+
+async def test_a_right_granted_since_the_row_was_kept_works_at_once(
+    engine: AsyncEngine, world: World
+) -> None:
+    """Made admin without an announcement, a user may subscribe to admin.tasks at once."""
+    sessions = session_factory(engine)
+    authorizer = Authorizer(sessions, cache=DecisionCache())
+    bob = world.uid("bob")
+    assert (await authorizer(_session(bob), names.BROADCAST, "subscribe", {}))["allow"]
+    assert not (await authorizer(_session(bob), names.ADMIN_TASKS, "subscribe", {}))["allow"]
+    async with sessions.begin() as db:
+        await db.execute(update(User).where(User.id == bob).values(is_admin=True))
+    assert (await authorizer(_session(bob), names.ADMIN_TASKS, "subscribe", {}))["allow"]
 
 
 async def test_a_disabled_account_is_read_again_once_announced(
