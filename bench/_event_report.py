@@ -110,11 +110,22 @@ def report(runs: list[Run], machine: str) -> bool | None:
         return None
     h50, h99 = quantile(herald.from_due_ns, 0.5), quantile(herald.from_due_ns, 0.99)
     r50, r99 = quantile(raw.from_due_ns, 0.5), quantile(raw.from_due_ns, 0.99)
-    bars = [
+    # A baseline that could not keep up itself measures the machine, not the router:
+    # a ratio against it would flatter Herald, so the ratio bars are not judged then.
+    baseline_held = r99 <= BAR_P99_MS
+    bars: list[tuple[str, str, bool | None]] = [
         (f"p50 ≤ {BAR_P50_MS:g} ms", f"{h50:.2f} ms", h50 <= BAR_P50_MS),
         (f"p99 ≤ {BAR_P99_MS:g} ms", f"{h99:.2f} ms", h99 <= BAR_P99_MS),
-        (f"p50 ≤ {BAR_RATIO:g}× raw", f"{h50 / r50:.2f}×", h50 <= BAR_RATIO * r50),
-        (f"p99 ≤ {BAR_RATIO:g}× raw", f"{h99 / r99:.2f}×", h99 <= BAR_RATIO * r99),
+        (
+            f"p50 ≤ {BAR_RATIO:g}× raw",
+            f"{h50 / r50:.2f}×",
+            h50 <= BAR_RATIO * r50 if baseline_held else None,
+        ),
+        (
+            f"p99 ≤ {BAR_RATIO:g}× raw",
+            f"{h99 / r99:.2f}×",
+            h99 <= BAR_RATIO * r99 if baseline_held else None,
+        ),
         (
             "every event delivered",
             f"{len(herald.from_due_ns)}/{herald.emitter['sent']}",
@@ -124,6 +135,12 @@ def report(runs: list[Run], machine: str) -> bool | None:
     print(f"\nBars at {BAR_RATE:g} events/s (Herald path):\n")
     print("| bar | measured | result |")
     print("|---|---:|---|")
+    verdicts = {True: "PASS", False: "FAIL", None: "not judged"}
     for bar, measured, ok in bars:
-        print(f"| {bar} | {measured} | {'PASS' if ok else 'FAIL'} |")
-    return all(ok for _bar, _measured, ok in bars)
+        print(f"| {bar} | {measured} | {verdicts[ok]} |")
+    if not baseline_held:
+        print(
+            f"\nThe raw baseline itself missed p99 ≤ {BAR_P99_MS:g} ms ({r99:.2f} ms): this "
+            "machine could not carry the rate, so the ratio bars are not judged."
+        )
+    return all(ok is not False for _bar, _measured, ok in bars)
