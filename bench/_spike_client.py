@@ -79,7 +79,10 @@ class Student:
         form.add_field("file", content, filename=filename, content_type="application/pdf")
         began = time.perf_counter()
         async with self.http.post(path, data=form, headers={"X-CSRF-Token": self.csrf}) as resp:
-            body = await resp.json()
+            if resp.status < 500:
+                body = await resp.json(content_type=None)
+            else:
+                body = {"error": (await resp.text())[:300]}
             client_ms = (time.perf_counter() - began) * 1000
             timing = resp.headers.get("Server-Timing", "")
         phases = parse_server_timing(timing)

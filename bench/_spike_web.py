@@ -122,7 +122,18 @@ def _context(services: Services, submission: Submission, step: str) -> StepConte
         started_at=utcnow(),
         status=TaskStatus.RUNNING,
     )
-    return StepContext(run, services)
+    return InlineStepContext(run, services)
+
+
+class InlineStepContext(StepContext):
+    """A step's context in the old way: there is no task row to record progress on,
+    so progress is only published, as the page would have been told it."""
+
+    async def progress(self, percent: float, detail: str | None = None) -> None:
+        self.run.progress = max(0, min(99, int(percent)))
+        if detail is not None:
+            self.run.detail = detail
+        await self.emit_progress()
 
 
 async def _run_step(services: Services, submission: Submission, step: str) -> StepOutcome:
