@@ -6,6 +6,7 @@ import contextlib
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -14,9 +15,19 @@ __all__ = ["UNREADABLE", "TextStats", "extract_text", "text_stats"]
 
 _WORD = re.compile(r"\w+(?:['’-]\w+)*", re.UNICODE)
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-_PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.DOTALL)
-_PDF_TEXT = re.compile(rb"\(((?:\\.|[^\\)])*)\)\s*Tj|\[((?:[^\]])*)\]\s*TJ")
-_PDF_STRING = re.compile(rb"\(((?:\\.|[^\\)])*)\)")
+_PDF_STREAM_START = re.compile(rb"stream\r?\n")
+# Neither pattern may scan past the next opening bracket: in a binary stream (an
+# embedded font, an image) a '(' or '[' at every few bytes with the closing one far
+# away made each start scan to it, quadratic in the stream, and sre holds the GIL
+# for a whole search: 1 MB of font took ~100 ms, and a worker's concurrent
+# extractions stalled its event loop past its lease (bench/deadline_spike.py).
+_PDF_TEXT = re.compile(rb"\(((?:\\.|[^\\()])*)\)\s*Tj|\[([^\[\]]*)\]\s*TJ")
+_PDF_STRING = re.compile(rb"\(((?:\\.|[^\\()])*)\)")
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r\f"
+_BINARY_SAMPLE = 8192
+_BINARY_SHARE = 0.3
+# Stream dictionaries that mark an embedded font or an image: never page text.
+_PDF_NOT_TEXT = re.compile(rb"/Length[123]\b|/Subtype\s*/(?:Image|Type1C|CIDFontType0C|OpenType)")
 _W_NS = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 MAX_DOCX_XML = 50 * 1024 * 1024  # refuse zip bombs
 
@@ -41,6 +52,33 @@ class TextStats:
     pages: int | None
 
 
+def _pdf_streams(data: bytes) -> Iterator[bytes]:
+    """Each stream's bytes, found with ``bytes.find`` (linear, in C), skipping the
+    streams whose dictionary marks a font or an image."""
+    position = 0
+    while (match := _PDF_STREAM_START.search(data, position)) is not None:
+        end = data.find(b"endstream", match.end())
+        if end < 0:
+            return
+        position = end + len(b"endstream")
+        dictionary = data[
+            data.rfind(b"<<", max(0, match.start() - 1024), match.start()) : match.start()
+        ]
+        if _PDF_NOT_TEXT.search(dictionary):
+            continue
+        yield data[match.end() : end].removesuffix(b"\n").removesuffix(b"\r")
+
+
+def _binary(stream: bytes) -> bool:
+    """Whether a (decompressed) stream is binary data rather than a content stream.
+
+    Content streams are ASCII operators; text regexes over a megabyte of binary cost
+    tens of milliseconds of GIL for nothing (a font saved without its /Length1).
+    """
+    sample = stream[:_BINARY_SAMPLE]
+    return len(sample.translate(None, _TEXT_BYTES)) > len(sample) * _BINARY_SHARE
+
+
 def _pdf_text(data: bytes) -> tuple[str, int]:
     """Text shown by Tj/TJ operators in (possibly Flate-compressed) content streams.
 
@@ -49,10 +87,11 @@ def _pdf_text(data: bytes) -> tuple[str, int]:
     """
     pages = len(_PDF_PAGE.findall(data))
     parts: list[bytes] = []
-    for match in _PDF_STREAM.finditer(data):
-        stream = match.group(1)
+    for stream in _pdf_streams(data):
         with contextlib.suppress(zlib.error):  # uncompressed streams are read as they are
             stream = zlib.decompress(stream)
+        if _binary(stream):
+            continue
         for text in _PDF_TEXT.finditer(stream):
             if text.group(1) is not None:
                 parts.append(text.group(1))
