@@ -7,6 +7,7 @@ so a token planted before sign-in (session fixation) is worthless afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import secrets
@@ -55,6 +56,10 @@ MULTIPART_CSRF_ROUTES: Final = frozenset({"api-upload", "page-upload", "page-bul
 @functools.cache
 def _decoy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
+
+
+def _verify_decoy(password: str) -> None:
+    verify_password(_decoy_hash(), password)
 
 
 def current_session(request: web.Request) -> WebSession | None:
@@ -143,10 +148,13 @@ async def authenticate(request: web.Request, username: str, password: str) -> Us
         raise
     async with request.app[DB]() as db:
         user = await db.scalar(select(User).where(User.username == username))
+    # argon2 costs 0.15-0.7 s of CPU here: off the event loop, or every sign-in of a
+    # deadline rush stalls every upload in flight (bench/deadline_spike.py). argon2-cffi
+    # releases the GIL while it hashes.
     if user is None or not user.is_active:
-        verify_password(_decoy_hash(), password)
+        await asyncio.to_thread(_verify_decoy, password)
         raise BadCredentials()
-    if not verify_password(user.password_hash, password):
+    if not await asyncio.to_thread(verify_password, user.password_hash, password):
         raise BadCredentials()
     await limiter.succeeded(username, request.remote)
     return user
