@@ -26,16 +26,21 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from autobahn.asyncio.websocket import WampWebSocketClientFactory
-from autobahn.wamp.serializer import JsonObjectSerializer, JsonSerializer, Serializer
-from autobahn.wamp.types import ComponentConfig
+import txaio
 
-from herald import names
-from herald.logs import configure_logging, get_logger
-from herald.settings import Settings
-from tests.wamp_client import JOIN_TIMEOUT, BrowserSession, close_browser
+# Before autobahn's serializer module is imported: it binds txaio's clock at import.
+txaio.use_asyncio()
+
+from autobahn.wamp.serializer import (  # noqa: E402
+    JsonObjectSerializer,
+    JsonSerializer,
+    Serializer,
+)
+
+from herald.logs import configure_logging, get_logger  # noqa: E402
+from herald.settings import Settings  # noqa: E402
+from tests.wamp_client import BrowserSession, close_browser, connect_browser  # noqa: E402
 
 log = get_logger(__name__)
 
@@ -117,32 +122,7 @@ async def connect_page(settings: Settings, ticket: str) -> BrowserSession:
     browser's native JSON.parse, while autobahn's default decoder runs the pure-Python
     scanner (~0.1 ms a message here), which would pad both paths alike and make this
     client the bottleneck at 1,000 events/s. The bytes on the wire are the same."""
-    url = settings.router_public_url
-    parts = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    created: asyncio.Future[BrowserSession] = loop.create_future()
-
-    def make() -> BrowserSession:
-        session = BrowserSession(ComponentConfig(realm=names.REALM), ticket)
-        created.set_result(session)
-        return session
-
-    factory = WampWebSocketClientFactory(
-        make, url=url, serializers=[CompactJsonSerializer()], origin=settings.allowed_origins[0]
-    )
-    assert parts.hostname is not None and parts.port is not None, url
-    transport, protocol = await loop.create_connection(factory, parts.hostname, parts.port)
-    try:
-        async with asyncio.timeout(JOIN_TIMEOUT):
-            await asyncio.wait([created, protocol.is_closed], return_when=asyncio.FIRST_COMPLETED)
-            if not created.done():
-                raise ConnectionRefusedError("websocket handshake refused")
-            session = created.result()
-            await session.joined
-    except BaseException:
-        transport.close()
-        raise
-    return session
+    return await connect_browser(settings, ticket, serializer=CompactJsonSerializer())
 
 
 async def serve(topic: str, settings: Settings) -> None:

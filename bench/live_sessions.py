@@ -339,8 +339,8 @@ async def measure(
                 for name in pids
             ),
             "",
-            f"CPU while holding them idle for {hold_seconds:,.0f} s (WebSocket pings every "
-            "10 s, router auth's sweeps every 15 s):",
+            f"CPU while holding them idle for {hold_seconds:,.0f} s (the router's WebSocket "
+            "pings, router auth's sweeps every 15 s):",
             "",
             "| process | CPU | of one core | cost |",
             "|---|---:|---:|---:|",
