@@ -51,7 +51,7 @@ BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_ARGS  ?=
 
-.PHONY: bench bench-authorizer bench-release bench-tasks
+.PHONY: bench bench-authorizer bench-release bench-tasks bench-events bench-sessions bench-upload bench-spike
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/queue.py $(BENCH_ARGS)
@@ -69,6 +69,26 @@ bench-release: setup
 # (bench/tasks_page.py; SQLite, and PostgreSQL when HERALD_TEST_POSTGRES_URL is set).
 bench-tasks: setup
 	$(VENV)/bin/python bench/tasks_page.py $(BENCH_ARGS)
+
+# Worker emit -> Redis -> bridge -> Crossbar -> a WAMP client, at 100 and 1,000 events/s,
+# beside a raw WAMP publish -> subscribe through the same router (bench/event_latency.py).
+bench-events: setup
+	$(VENV)/bin/python bench/event_latency.py $(BENCH_ARGS)
+
+# 10,000 ticket-authenticated WAMP sessions on one router: memory per session and the
+# time for a broadcast to reach all of them (bench/live_sessions.py).
+bench-sessions: setup
+	$(VENV)/bin/python bench/live_sessions.py $(BENCH_ARGS)
+
+# The upload's 202 under bursts of 50 concurrent 1 MB uploads, beside the same pipeline
+# run inline in the request, the old way (bench/upload_ack.py).
+bench-upload: setup
+	$(VENV)/bin/python bench/upload_ack.py $(BENCH_ARGS)
+
+# 5,000 submissions in 5 minutes through the HTTP API with the full pipeline: every one
+# completes, no side effect lost or doubled, time to drain (bench/deadline_spike.py).
+bench-spike: setup
+	$(VENV)/bin/python bench/deadline_spike.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
