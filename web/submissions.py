@@ -129,7 +129,9 @@ async def accept_submission(request: web.Request, user: User, assignment_id: int
     return submission
 
 
-def _record_submission(values: dict[str, Any], conn: Connection) -> tuple[int, Row[Any]]:
+def _record_submission(
+    values: dict[str, Any], conn: Connection
+) -> tuple[int, Row[int, str, str, int, int, bool]]:
     """Insert the submission and its pipeline's task rows; returns its id and the
     first task (the one to enqueue)."""
     submission_id: int = conn.execute(
