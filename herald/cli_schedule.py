@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +16,7 @@ from zoneinfo import ZoneInfo
 from herald.cli_tasks import Backends, print_table, run_with_backends
 from herald.settings import Settings
 
-__all__ = ["add_schedule_commands", "scheduler_check"]
+__all__ = ["add_schedule_commands"]
 
 
 def _when(moment: datetime | None, zone: ZoneInfo, *, human: bool) -> str | None:
@@ -133,23 +132,6 @@ def _cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return run_with_backends(settings, work)
-
-
-async def scheduler_check(settings: Settings) -> int:
-    """Exit 0 when a scheduler on this host keeps its health key fresh."""
-    from redis.asyncio import Redis
-
-    from herald.health import health_key, instance_id
-
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        async for _ in redis.scan_iter(match=health_key("scheduler", instance_id("*")), count=100):
-            print("healthy")
-            return 0
-    finally:
-        await redis.aclose()
-    print("no healthy scheduler on this host", file=sys.stderr)
-    return 1
 
 
 def _positive(text: str) -> int:
